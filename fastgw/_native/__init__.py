@@ -1,0 +1,1 @@
+"""Cython hot path: route trie (router) and header programs (headers)."""
