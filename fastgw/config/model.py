@@ -1,0 +1,128 @@
+"""The validated configuration: plain frozen dataclasses, no behaviour.
+
+`fastgw.config.load` turns a YAML file into a `Config`; the server, the CLI and
+the tests read only these types. Durations are float seconds, sizes are ints
+in bytes, header names are lower-case `bytes`, header values `bytes`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Safe defaults, in one place so the README's reference can quote them.
+DEFAULT_MAX_HEADER_BYTES = 16 * 1024
+DEFAULT_MAX_HEADER_COUNT = 100
+DEFAULT_MAX_URI_BYTES = 8 * 1024
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_RESPONSE_HEADER_TIMEOUT = 60.0
+DEFAULT_UPSTREAM_IDLE_TIMEOUT = 300.0    # no byte either way for this long mid-exchange
+DEFAULT_WEBSOCKET_IDLE_TIMEOUT = 3600.0  # a tunnel is long-lived by nature: one hour
+
+DEFAULT_POOL_MAX_IDLE = 64
+DEFAULT_POOL_IDLE_TIMEOUT = 60.0
+
+DEFAULT_CLIENT_HEADER_TIMEOUT = 10.0
+DEFAULT_KEEPALIVE_TIMEOUT = 75.0
+DEFAULT_DRAIN_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    max_header_count: int = DEFAULT_MAX_HEADER_COUNT
+    max_uri_bytes: int = DEFAULT_MAX_URI_BYTES
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    workers: int = 0  # 0: one per core
+    limits: Limits = field(default_factory=Limits)
+    client_header_timeout: float = DEFAULT_CLIENT_HEADER_TIMEOUT
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    name: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    host: str
+    port: int
+    weight: int = 1
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTimeouts:
+    connect: float = DEFAULT_CONNECT_TIMEOUT
+    response_header: float = DEFAULT_RESPONSE_HEADER_TIMEOUT
+    idle: float = DEFAULT_UPSTREAM_IDLE_TIMEOUT
+    websocket_idle: float = DEFAULT_WEBSOCKET_IDLE_TIMEOUT
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    name: str
+    endpoints: tuple[Endpoint, ...]
+    lb: str = "round_robin"  # or "least_request"
+    pool_max_idle: int = DEFAULT_POOL_MAX_IDLE
+    pool_idle_timeout: float = DEFAULT_POOL_IDLE_TIMEOUT
+    timeouts: UpstreamTimeouts = field(default_factory=UpstreamTimeouts)
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderOps:
+    """add appends (keeps existing), set replaces, remove deletes; names lower-case."""
+    add: tuple[tuple[bytes, bytes], ...] = ()
+    set: tuple[tuple[bytes, bytes], ...] = ()
+    remove: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch:
+    host: str | None = None       # "api.example.com" or "*.example.com"; None: any host
+    path: str | None = None       # exact, or a template when it holds {param} segments
+    prefix: str | None = None     # segment-aware prefix ("/api" matches /api and /api/x)
+    methods: tuple[str, ...] | None = None  # None: any method
+
+    @property
+    def kind(self) -> str:
+        if self.prefix is not None:
+            return "prefix"
+        assert self.path is not None
+        return "template" if "{" in self.path else "exact"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str
+    index: int                    # position in the file: the declaration-order tiebreak
+    match: RouteMatch
+    cluster: str
+    strip_prefix: str | None = None
+    rewrite_path: str | None = None  # may use the template's {params}
+    request_headers: HeaderOps = field(default_factory=HeaderOps)
+    response_headers: HeaderOps = field(default_factory=HeaderOps)
+    timeouts: UpstreamTimeouts | None = None  # None: the cluster's
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    source: str                   # the file it came from ("<command line>" for --upstream)
+    listeners: tuple[Listener, ...]
+    server: ServerSettings
+    clusters: dict[str, Cluster]
+    routes: tuple[Route, ...]
+
+    def route_timeouts(self, route: Route) -> UpstreamTimeouts:
+        return route.timeouts or self.clusters[route.cluster].timeouts
