@@ -1,0 +1,479 @@
+# cython: language_level=3
+"""Per-request header work: scan what arrived, then write the head that leaves.
+
+httptools (llhttp, strict mode) already rejects most framing attacks: CL with TE,
+duplicate or malformed Content-Length, obs-fold, bad chunk sizes, control
+characters in values. What is left for us is done here in one pass over the
+header list per direction:
+
+* `scan_request` / `scan_response` classify each header by name without
+  allocating (length switch, then a case-insensitive compare), enforce what
+  llhttp does not (Transfer-Encoding must be exactly `chunked`, one Host,
+  Host required on HTTP/1.1), and collect what later phases need: host,
+  framing, Connection tokens, request id, Expect, Upgrade.
+* `build_request_head` / `build_response_head` write the outgoing head as one
+  bytes object: hop-by-hop headers and the ones the Connection header names
+  are dropped, X-Forwarded-* and X-Request-ID are written, then the route's
+  `HeaderRewrite` (remove, set, add) is applied.
+
+Header names are compared case-insensitively; lower-case copies are made only
+for names whose length matches a name some rule asks about.
+"""
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from libc.string cimport memcmp
+
+import os
+
+# Header ids: what a header is to the proxy. 0 is "an ordinary end-to-end header".
+DEF H_OTHER = 0
+DEF H_HOST = 1
+DEF H_CONTENT_LENGTH = 2
+DEF H_TRANSFER_ENCODING = 3
+DEF H_CONNECTION = 4
+DEF H_KEEP_ALIVE = 5
+DEF H_PROXY_CONNECTION = 6
+DEF H_TE = 7
+DEF H_TRAILER = 8
+DEF H_UPGRADE = 9
+DEF H_X_FORWARDED_FOR = 10
+DEF H_X_FORWARDED_PROTO = 11
+DEF H_X_FORWARDED_HOST = 12
+DEF H_X_REQUEST_ID = 13
+DEF H_EXPECT = 14
+
+# Framing of a message body, shared with the Python layer.
+FRAMING_NONE = 0      # no body (GET without CL, 204, 304, HEAD response)
+FRAMING_LENGTH = 1    # Content-Length
+FRAMING_CHUNKED = 2   # Transfer-Encoding: chunked
+FRAMING_CLOSE = 3     # response delimited by connection close
+
+
+cdef inline unsigned char _lower(unsigned char c) noexcept nogil:
+    if 65 <= c <= 90:
+        return c + 32
+    return c
+
+
+cdef inline bint _ieq(const char* a, const char* lower_b, Py_ssize_t n) noexcept nogil:
+    """a (any case) equals lower_b (already lower-case), both n bytes long."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        if _lower(<unsigned char>a[i]) != <unsigned char>lower_b[i]:
+            return False
+    return True
+
+
+cdef int classify(bytes name) noexcept:
+    cdef const char* s = PyBytes_AS_STRING(name)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(name)
+    if n == 4:
+        if _ieq(s, b"host", 4):
+            return H_HOST
+    elif n == 2:
+        if _ieq(s, b"te", 2):
+            return H_TE
+    elif n == 6:
+        if _ieq(s, b"expect", 6):
+            return H_EXPECT
+    elif n == 7:
+        if _ieq(s, b"upgrade", 7):
+            return H_UPGRADE
+        if _ieq(s, b"trailer", 7):
+            return H_TRAILER
+    elif n == 10:
+        if _ieq(s, b"connection", 10):
+            return H_CONNECTION
+        if _ieq(s, b"keep-alive", 10):
+            return H_KEEP_ALIVE
+    elif n == 12:
+        if _ieq(s, b"x-request-id", 12):
+            return H_X_REQUEST_ID
+    elif n == 14:
+        if _ieq(s, b"content-length", 14):
+            return H_CONTENT_LENGTH
+    elif n == 15:
+        if _ieq(s, b"x-forwarded-for", 15):
+            return H_X_FORWARDED_FOR
+    elif n == 16:
+        if _ieq(s, b"x-forwarded-host", 16):
+            return H_X_FORWARDED_HOST
+        if _ieq(s, b"proxy-connection", 16):
+            return H_PROXY_CONNECTION
+    elif n == 17:
+        if _ieq(s, b"transfer-encoding", 17):
+            return H_TRANSFER_ENCODING
+        if _ieq(s, b"x-forwarded-proto", 17):
+            return H_X_FORWARDED_PROTO
+    return H_OTHER
+
+
+cdef inline bint _is_hop_by_hop(int hid) noexcept:
+    return (hid == H_CONNECTION or hid == H_KEEP_ALIVE or hid == H_PROXY_CONNECTION
+            or hid == H_TE or hid == H_TRAILER or hid == H_UPGRADE
+            or hid == H_TRANSFER_ENCODING)
+
+
+cdef bint _is_exactly_chunked(bytes value):
+    """Transfer-Encoding value is `chunked` alone (any case, optional spaces)."""
+    cdef bytes v = value.strip()
+    return PyBytes_GET_SIZE(v) == 7 and _ieq(PyBytes_AS_STRING(v), b"chunked", 7)
+
+
+cdef long long _parse_length(bytes value):
+    """llhttp has validated the digits; -1 if it somehow did not."""
+    cdef const char* s = PyBytes_AS_STRING(value)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(value)
+    cdef Py_ssize_t i
+    cdef long long total = 0
+    cdef bint seen = False
+    for i in range(n):
+        if 48 <= s[i] <= 57:
+            if total > 100000000000000000:
+                return -1
+            total = total * 10 + (s[i] - 48)
+            seen = True
+        elif s[i] != 32 and s[i] != 9:
+            return -1
+    return total if seen else -1
+
+
+cdef frozenset _connection_tokens(list values):
+    cdef set tokens = set()
+    cdef bytes value, tok
+    for value in values:
+        for tok in value.split(b","):
+            tok = tok.strip().lower()
+            if tok:
+                tokens.add(tok)
+    return frozenset(tokens)
+
+
+cdef class MessageInfo:
+    """What `scan_request` / `scan_response` learnt about one message head."""
+    cdef public int error_status        # 0: fine; else the status to answer with
+    cdef public str error_code
+    cdef public str error_message
+    cdef public bytes host              # request: the Host value (None if absent)
+    cdef public long long content_length  # -1: no Content-Length
+    cdef public bint chunked
+    cdef public bint keep_alive
+    cdef public bint expect_continue
+    cdef public bint websocket          # Upgrade: websocket with Connection: upgrade
+    cdef public bint upgrade            # any Upgrade header with Connection: upgrade
+    cdef public bytes request_id
+    cdef public frozenset connection_tokens  # None when Connection lists only close/keep-alive/upgrade
+
+    cdef _fail(self, int status, str code, str message):
+        if self.error_status == 0:
+            self.error_status = status
+            self.error_code = code
+            self.error_message = message
+
+
+cdef frozenset _PLAIN_TOKENS = frozenset((b"close", b"keep-alive", b"upgrade"))
+
+
+cdef void _apply_connection(MessageInfo info, list conn_values, bint http11):
+    cdef frozenset tokens
+    if conn_values is None:
+        info.keep_alive = http11
+        return
+    tokens = _connection_tokens(conn_values)
+    if b"close" in tokens:
+        info.keep_alive = False
+    elif http11:
+        info.keep_alive = True
+    else:
+        info.keep_alive = b"keep-alive" in tokens
+    if not tokens <= _PLAIN_TOKENS:
+        info.connection_tokens = tokens
+    info.upgrade = b"upgrade" in tokens
+
+
+def scan_request(list headers, bint http11):
+    """Validate and summarise a request head (framing llhttp left to us)."""
+    cdef MessageInfo info = MessageInfo.__new__(MessageInfo)
+    cdef tuple pair
+    cdef bytes name, value
+    cdef int hid
+    cdef int hosts = 0
+    cdef list conn_values = None
+    cdef bytes upgrade_value = None
+    info.content_length = -1
+    for pair in headers:
+        name = <bytes>pair[0]
+        value = <bytes>pair[1]
+        hid = classify(name)
+        if hid == H_OTHER:
+            continue
+        if hid == H_HOST:
+            hosts += 1
+            info.host = value.strip()
+        elif hid == H_CONTENT_LENGTH:
+            info.content_length = _parse_length(value)
+            if info.content_length < 0:
+                info._fail(400, "bad_request", "invalid Content-Length")
+        elif hid == H_TRANSFER_ENCODING:
+            if _is_exactly_chunked(value):
+                info.chunked = True
+            else:
+                info._fail(501, "unsupported_transfer_coding",
+                           "only 'Transfer-Encoding: chunked' is supported")
+        elif hid == H_CONNECTION:
+            if conn_values is None:
+                conn_values = [value]
+            else:
+                conn_values.append(value)
+        elif hid == H_X_REQUEST_ID:
+            if PyBytes_GET_SIZE(value) and PyBytes_GET_SIZE(value) <= 200:
+                info.request_id = value
+        elif hid == H_EXPECT:
+            if value.strip().lower() == b"100-continue":
+                info.expect_continue = True
+            else:
+                info._fail(417, "expectation_failed", "only 'Expect: 100-continue' is supported")
+        elif hid == H_UPGRADE:
+            upgrade_value = value
+    if hosts > 1:
+        info._fail(400, "bad_request", "more than one Host header")
+    elif hosts == 0 and http11:
+        info._fail(400, "bad_request", "HTTP/1.1 request without a Host header")
+    _apply_connection(info, conn_values, http11)
+    if upgrade_value is not None and info.upgrade:
+        info.websocket = upgrade_value.strip().lower() == b"websocket"
+    return info
+
+
+def scan_response(list headers, bint http11):
+    """Validate and summarise an upstream response head.
+
+    Framing that could be read two ways becomes an error (the caller answers 502):
+    a Transfer-Encoding other than `chunked`. llhttp has already refused CL with TE
+    and conflicting Content-Lengths.
+    """
+    cdef MessageInfo info = MessageInfo.__new__(MessageInfo)
+    cdef tuple pair
+    cdef bytes name, value
+    cdef int hid
+    cdef list conn_values = None
+    info.content_length = -1
+    for pair in headers:
+        name = <bytes>pair[0]
+        value = <bytes>pair[1]
+        hid = classify(name)
+        if hid == H_OTHER:
+            continue
+        if hid == H_CONTENT_LENGTH:
+            info.content_length = _parse_length(value)
+            if info.content_length < 0:
+                info._fail(502, "upstream_bad_response", "invalid Content-Length from upstream")
+        elif hid == H_TRANSFER_ENCODING:
+            if _is_exactly_chunked(value):
+                info.chunked = True
+            else:
+                info._fail(502, "upstream_bad_response",
+                           "unsupported Transfer-Encoding from upstream")
+        elif hid == H_CONNECTION:
+            if conn_values is None:
+                conn_values = [value]
+            else:
+                conn_values.append(value)
+    _apply_connection(info, conn_values, http11)
+    return info
+
+
+cdef class HeaderRewrite:
+    """A route's header program: remove, then set (replace), then add (append).
+
+    Names are given lower-case. `lengths` lets the builder skip lower-casing any
+    header whose name length no rule mentions.
+    """
+    cdef readonly frozenset drop        # names removed or replaced
+    cdef readonly tuple set_pairs
+    cdef readonly tuple add_pairs
+    cdef readonly bytes appended        # set + add, pre-serialised
+    cdef readonly frozenset lengths
+    cdef readonly bint empty
+
+    def __init__(self, add=(), set=(), remove=()):
+        cdef list out = []
+        self.set_pairs = tuple((bytes(n).lower(), bytes(v)) for n, v in set)
+        self.add_pairs = tuple((bytes(n).lower(), bytes(v)) for n, v in add)
+        self.drop = frozenset([bytes(n).lower() for n in remove] + [n for n, _ in self.set_pairs])
+        self.lengths = frozenset(len(n) for n in self.drop)
+        for n, v in self.set_pairs + self.add_pairs:
+            out.append(_canonical(n) + b": " + v + b"\r\n")
+        self.appended = b"".join(out)
+        self.empty = not self.drop and not self.appended
+
+
+cdef bytes _canonical(bytes lower_name):
+    """x-served-by -> X-Served-By, for readable output heads."""
+    return b"-".join([p[:1].upper() + p[1:] for p in lower_name.split(b"-")])
+
+
+cdef HeaderRewrite _NO_REWRITE = HeaderRewrite()
+NO_REWRITE = _NO_REWRITE
+
+
+cdef inline bint _dropped(bytes name, HeaderRewrite rw, frozenset conn_tokens):
+    """True when the route's rule or the Connection header removes this header."""
+    cdef bytes lower = None
+    if rw.lengths and PyBytes_GET_SIZE(name) in rw.lengths:
+        lower = name.lower()
+        if lower in rw.drop:
+            return True
+    if conn_tokens is not None:
+        if lower is None:
+            lower = name.lower()
+        return lower in conn_tokens
+    return False
+
+
+def build_request_head(bytes method, bytes target, list headers, MessageInfo info,
+                       HeaderRewrite rw, bytes client_ip, bytes request_id):
+    """The upstream request head: one bytes object, ready for one write.
+
+    Host is passed through; X-Forwarded-For gets the client address appended;
+    X-Forwarded-Proto and X-Forwarded-Host are written by the gateway (it is the
+    edge, so client-sent values are not trusted); X-Request-ID is the request's id.
+    """
+    cdef list out = [method, b" ", target, b" HTTP/1.1\r\n"]
+    cdef tuple pair
+    cdef bytes name, value
+    cdef bytes xff = None
+    cdef int hid
+    cdef frozenset conn_tokens = info.connection_tokens
+    for pair in headers:
+        name = <bytes>pair[0]
+        value = <bytes>pair[1]
+        hid = classify(name)
+        if hid == H_OTHER:
+            if (rw.lengths or conn_tokens is not None) and _dropped(name, rw, conn_tokens):
+                continue
+            out.append(name)
+            out.append(b": ")
+            out.append(value)
+            out.append(b"\r\n")
+        elif hid == H_HOST or hid == H_CONTENT_LENGTH:
+            if rw.lengths and _dropped(name, rw, None):
+                continue
+            out.append(name)
+            out.append(b": ")
+            out.append(value)
+            out.append(b"\r\n")
+        elif hid == H_X_FORWARDED_FOR:
+            xff = value if xff is None else xff + b", " + value
+        # Hop-by-hop headers, X-Forwarded-Proto/Host and X-Request-ID are written
+        # below. Expect is answered by the gateway itself (it sends 100 Continue
+        # once the upstream connection is up), so it is not forwarded.
+    if info.chunked:
+        out.append(b"Transfer-Encoding: chunked\r\n")
+    if info.websocket:
+        out.append(b"Connection: upgrade\r\nUpgrade: websocket\r\n")
+    out.append(b"X-Forwarded-For: ")
+    if xff is not None:
+        out.append(xff)
+        out.append(b", ")
+    out.append(client_ip)
+    out.append(b"\r\nX-Forwarded-Proto: http\r\n")
+    if info.host is not None:
+        out.append(b"X-Forwarded-Host: ")
+        out.append(info.host)
+        out.append(b"\r\n")
+    out.append(b"X-Request-ID: ")
+    out.append(request_id)
+    out.append(b"\r\n")
+    if not rw.empty:
+        out.append(rw.appended)
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+cdef dict _STATUS_LINES = {}
+cdef dict _REASONS = {
+    100: b"Continue", 101: b"Switching Protocols", 200: b"OK", 201: b"Created",
+    202: b"Accepted", 204: b"No Content", 206: b"Partial Content",
+    301: b"Moved Permanently", 302: b"Found", 304: b"Not Modified",
+    400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
+    405: b"Method Not Allowed", 408: b"Request Timeout", 413: b"Content Too Large",
+    414: b"URI Too Long", 417: b"Expectation Failed", 429: b"Too Many Requests",
+    431: b"Request Header Fields Too Large", 500: b"Internal Server Error",
+    501: b"Not Implemented", 502: b"Bad Gateway", 503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+}
+
+
+cpdef bytes status_line(int status, bytes reason=None):
+    """`HTTP/1.1 200 OK\\r\\n`, cached for the upstream's usual reason phrases."""
+    cdef bytes line
+    if reason is None or not reason:
+        reason = _REASONS.get(status, b"Unknown")
+    key = (status, reason)
+    line = _STATUS_LINES.get(key)
+    if line is None:
+        line = b"HTTP/1.1 %d %s\r\n" % (status, reason)
+        if len(_STATUS_LINES) < 256:
+            _STATUS_LINES[key] = line
+    return line
+
+
+def build_response_head(int status, bytes reason, list headers, MessageInfo info,
+                        HeaderRewrite rw, bytes request_id, int framing, bint keep_alive):
+    """The client response head: hop-by-hop dropped, route rules applied,
+    framing re-declared (`framing` is what the gateway will send), and
+    X-Request-ID added when the upstream did not send one."""
+    cdef list out = [status_line(status, reason)]
+    cdef tuple pair
+    cdef bytes name, value
+    cdef int hid
+    cdef bint has_request_id = False
+    cdef frozenset conn_tokens = info.connection_tokens
+    for pair in headers:
+        name = <bytes>pair[0]
+        value = <bytes>pair[1]
+        hid = classify(name)
+        if hid == H_OTHER or hid == H_X_FORWARDED_FOR or hid == H_X_FORWARDED_PROTO \
+                or hid == H_X_FORWARDED_HOST or hid == H_HOST or hid == H_EXPECT:
+            if (rw.lengths or conn_tokens is not None) and _dropped(name, rw, conn_tokens):
+                continue
+        elif hid == H_X_REQUEST_ID:
+            has_request_id = True
+        elif hid == H_CONTENT_LENGTH:
+            if framing != FRAMING_LENGTH:
+                continue
+        else:
+            continue  # hop-by-hop
+        out.append(name)
+        out.append(b": ")
+        out.append(value)
+        out.append(b"\r\n")
+    if framing == FRAMING_CHUNKED:
+        out.append(b"Transfer-Encoding: chunked\r\n")
+    if not has_request_id:
+        out.append(b"X-Request-ID: ")
+        out.append(request_id)
+        out.append(b"\r\n")
+    if not rw.empty:
+        out.append(rw.appended)
+    if status == 101:
+        out.append(b"Connection: upgrade\r\nUpgrade: websocket\r\n")
+    elif not keep_alive:
+        out.append(b"Connection: close\r\n")
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+cdef class RequestIds:
+    """Request ids unique across workers and restarts: a random per-process
+    prefix and a counter. Cheaper than uuid4 and just as unique for tracing."""
+    cdef bytes prefix
+    cdef unsigned long long counter
+
+    def __init__(self):
+        self.prefix = os.urandom(6).hex().encode() + b"-"
+        self.counter = 0
+
+    def next(self):
+        self.counter += 1
+        return self.prefix + (b"%08x" % self.counter)
