@@ -1,0 +1,281 @@
+"""Reader for the `routes` section, and the checks that span several routes."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+from fastgw.config.errors import ErrorList, Invalid, item
+from fastgw.config.model import Cluster, HeaderOps, Route, RouteMatch, UpstreamTimeouts
+from fastgw.config.reader import Section, parse_or_record
+from fastgw.config.schema import (
+    check_settable, describe, parse_header_name, parse_header_value, parse_method,
+    parse_name, parse_path, parse_rewrite_path, parse_route_host, pattern_key, suggestion,
+)
+from fastgw.config.sections import UPSTREAM_TIMEOUT_KEYS, read_upstream_timeouts
+
+ROUTE_KEYS = ("name", "match", "cluster", "strip_prefix", "rewrite_path",
+              "request_headers", "response_headers", "timeouts")
+MATCH_KEYS = ("host", "path", "prefix", "methods")
+HEADER_OP_KEYS = ("add", "set", "remove")
+ROUTE_KEY_HOMES = {
+    **dict.fromkeys(MATCH_KEYS, "match"),
+    **dict.fromkeys(HEADER_OP_KEYS, "request_headers or response_headers"),
+    **dict.fromkeys(UPSTREAM_TIMEOUT_KEYS, "timeouts"),
+}
+
+ROUTES_HINT = "write a list of routes, e.g. routes: [{match: {prefix: /}, cluster: NAME}]"
+MATCH_HINT = "give exactly one of: path, for an exact path or a template like /users/{id}; prefix, for a subtree like /api"
+
+
+@dataclass(frozen=True, slots=True)
+class _MatchResult:
+    match: RouteMatch | None   # None: too broken to build
+    params: tuple[str, ...]    # the path template's parameter names
+
+
+def read_routes(top: Section, clusters: dict[str, Cluster]) -> tuple[Route, ...]:
+    if not top.has("routes"):
+        top.errors.add("routes", "missing", ROUTES_HINT)
+        return ()
+    entries = top.list("routes", ROUTES_HINT)
+    if isinstance(top.get("routes"), list) and not entries:
+        top.errors.add("routes", "the list is empty", ROUTES_HINT)
+    routes = []
+    for index, raw in enumerate(entries):
+        section = Section(raw, item("routes", index), top.errors, ROUTE_KEYS, misplaced=ROUTE_KEY_HOMES)
+        route = _read_route(section, index, clusters)
+        if route is not None:
+            routes.append(route)
+    _check_unique_names(top.errors, routes)
+    _check_no_duplicate_matches(top.errors, routes)
+    return tuple(routes)
+
+
+def _read_route(route: Section, index: int, clusters: dict[str, Cluster]) -> Route | None:
+    name = route.parse("name", parse_name, f"route-{index}")
+    matched = _read_match(route)
+    cluster = route.require("cluster", partial(_parse_cluster_ref, clusters=clusters), "",
+                            suggestion("", clusters, "every route names a cluster; defined clusters"))
+    strip_prefix = _read_strip_prefix(route, matched.match)
+    rewrite_path = route.parse("rewrite_path", partial(_parse_rewrite, params=matched.params), None)
+    if strip_prefix is not None and rewrite_path is not None:
+        route.errors.add(route.path("rewrite_path"), "cannot be combined with strip_prefix",
+                         "rewrite_path already replaces the whole upstream path; remove strip_prefix")
+    request_headers = _read_header_ops(route.section("request_headers", HEADER_OP_KEYS))
+    response_headers = _read_header_ops(route.section("response_headers", HEADER_OP_KEYS))
+    timeouts = _read_route_timeouts(route, clusters.get(cluster))
+    if matched.match is None:
+        return None
+    return Route(name=name, index=index, match=matched.match, cluster=cluster,
+                 strip_prefix=strip_prefix, rewrite_path=rewrite_path,
+                 request_headers=request_headers, response_headers=response_headers,
+                 timeouts=timeouts)
+
+
+def _parse_cluster_ref(value: object, clusters: dict[str, Cluster]) -> str:
+    if not isinstance(value, str):
+        raise Invalid(f"expected a cluster name, got {describe(value)}",
+                      suggestion("", clusters, "defined clusters"))
+    if value not in clusters:
+        raise Invalid(f"unknown cluster {value!r}", suggestion(value, clusters, "defined clusters"))
+    return value
+
+
+# --- match -----------------------------------------------------------------
+
+def _read_match(route: Section) -> _MatchResult:
+    if not route.has("match"):
+        route.errors.add(route.path("match"), "missing", MATCH_HINT)
+        return _MatchResult(None, ())
+    match = route.section("match", MATCH_KEYS)
+    if match.has("path") == match.has("prefix"):
+        problem = "has both path and prefix" if match.has("path") else "has neither path nor prefix"
+        route.errors.add(match.keypath, problem, MATCH_HINT)
+        return _MatchResult(None, ())
+    host = match.parse("host", parse_route_host, None)
+    methods = _read_methods(match)
+    if match.has("prefix"):
+        prefix = match.parse("prefix", partial(_parse_pattern, what="prefix"), None)
+        return _MatchResult(RouteMatch(host=host, prefix=prefix[0], methods=methods) if prefix else None, ())
+    path = match.parse("path", partial(_parse_pattern, what="path"), None)
+    if path is None:
+        return _MatchResult(None, ())
+    return _MatchResult(RouteMatch(host=host, path=path[0], methods=methods), path[1])
+
+
+def _parse_pattern(value: object, what: str) -> tuple[str, tuple[str, ...]]:
+    return parse_path(value, what=what, allow_params=(what == "path"))
+
+
+def _read_methods(match: Section) -> tuple[str, ...] | None:
+    raw = match.get("methods")
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        example = f"methods: [{raw}]" if isinstance(raw, str) else "methods: [GET, POST]"
+        match.errors.add(match.path("methods"), f"expected a list, got {describe(raw)}",
+                         f"write a list even for one method, e.g. {example}")
+        return None
+    if not raw:
+        match.errors.add(match.path("methods"), "the list is empty", "omit methods to allow any method")
+        return None
+    methods: list[str] = []
+    for index, value in enumerate(raw):
+        method = parse_or_record(match.errors, item(match.path("methods"), index), parse_method, value, None)
+        if method is not None and method not in methods:
+            methods.append(method)
+    return tuple(methods)
+
+
+# --- upstream path ---------------------------------------------------------
+
+def _read_strip_prefix(route: Section, match: RouteMatch | None) -> str | None:
+    strip = route.parse("strip_prefix", partial(parse_path, what="strip_prefix", allow_params=False), None)
+    if strip is None or match is None:
+        return None
+    pattern = match.prefix if match.prefix is not None else match.path
+    assert pattern is not None
+    if not _starts_with_segments(pattern, strip[0]):
+        kind = "prefix" if match.prefix is not None else "path"
+        route.errors.add(route.path("strip_prefix"),
+                         f"{strip[0]!r} is not a leading part of match.{kind} {pattern!r}",
+                         "strip_prefix removes whole leading segments of the matched path, "
+                         "e.g. strip_prefix: /api with prefix: /api")
+    return strip[0]
+
+
+def _starts_with_segments(pattern: str, prefix: str) -> bool:
+    """Whether `prefix` is `pattern`'s start in whole segments: /api of /api/v1, not of /apix."""
+    prefix = prefix.rstrip("/")
+    return not prefix or pattern == prefix or pattern.startswith(prefix + "/")
+
+
+def _parse_rewrite(value: object, params: tuple[str, ...]) -> str:
+    path, used = parse_rewrite_path(value)
+    for name in used:
+        if name not in params:
+            hint = (suggestion(name, params, "the path template defines") if params
+                    else "only a path template like /users/{id} provides parameters")
+            raise Invalid(f"rewrite_path uses {{{name}}}, which the route's path does not define", hint)
+    return path
+
+
+# --- headers ---------------------------------------------------------------
+
+HEADER_MAP_HINT = "write a mapping of header name to value, e.g. set: {X-Gateway: fastgw}"
+HEADER_LIST_HINT = "write a list of header names, e.g. remove: [X-Debug]"
+
+
+def _read_header_ops(ops: Section) -> HeaderOps:
+    add = _read_header_values(ops, "add")
+    set_ = _read_header_values(ops, "set")
+    remove = _read_header_names(ops, "remove")
+    _check_each_header_in_one_op(ops, {"add": [n for n, _ in add], "set": [n for n, _ in set_], "remove": remove})
+    return HeaderOps(add=tuple(add), set=tuple(set_), remove=tuple(remove))
+
+
+def _read_header_values(ops: Section, op: str) -> list[tuple[bytes, bytes]]:
+    raw = ops.get(op)
+    if raw is None:
+        return []
+    if not isinstance(raw, dict):
+        ops.errors.add(ops.path(op), f"expected a mapping, got {describe(raw)}", HEADER_MAP_HINT)
+        return []
+    pairs: list[tuple[bytes, bytes]] = []
+    for raw_name, raw_value in raw.items():
+        keypath = f"{ops.path(op)}.{raw_name}"
+        name = parse_or_record(ops.errors, keypath, _parse_settable_name, raw_name, None)
+        value = parse_or_record(ops.errors, keypath, parse_header_value, raw_value, None)
+        if name is None or value is None:
+            continue
+        if any(name == seen for seen, _ in pairs):
+            ops.errors.add(keypath, "header listed twice (names are case-insensitive)", "keep one entry per header")
+            continue
+        pairs.append((name, value))
+    return pairs
+
+
+def _parse_settable_name(value: object) -> bytes:
+    name = parse_header_name(value)
+    check_settable(name)
+    return name
+
+
+def _read_header_names(ops: Section, op: str) -> list[bytes]:
+    raw = ops.get(op)
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        example = f"remove: [{raw}]" if isinstance(raw, str) else "remove: [X-Debug]"
+        ops.errors.add(ops.path(op), f"expected a list, got {describe(raw)}",
+                       f"write a list even for one header, e.g. {example}")
+        return []
+    names: list[bytes] = []
+    for index, value in enumerate(raw):
+        name = parse_or_record(ops.errors, item(ops.path(op), index), parse_header_name, value, None)
+        if name is not None and name not in names:
+            names.append(name)
+    return names
+
+
+def _check_each_header_in_one_op(ops: Section, names_by_op: dict[str, list[bytes]]) -> None:
+    # Order between add, set and remove of the same header would be a guess;
+    # refusing the combination keeps the behaviour obvious from the file.
+    first_op: dict[bytes, str] = {}
+    for op, names in names_by_op.items():
+        for name in names:
+            if name in first_op:
+                ops.errors.add(f"{ops.path(op)}.{name.decode()}", f"header is also in {first_op[name]}",
+                               "list each header under only one of add, set or remove")
+            else:
+                first_op[name] = op
+
+
+# --- timeouts --------------------------------------------------------------
+
+def _read_route_timeouts(route: Section, cluster: Cluster | None) -> UpstreamTimeouts | None:
+    timeouts = route.section("timeouts", UPSTREAM_TIMEOUT_KEYS)
+    if not timeouts.raw:
+        return None
+    base = cluster.timeouts if cluster is not None else UpstreamTimeouts()
+    return read_upstream_timeouts(timeouts, base)
+
+
+# --- checks across routes --------------------------------------------------
+
+def _check_unique_names(errors: ErrorList, routes: list[Route]) -> None:
+    first_index: dict[str, int] = {}
+    for route in routes:
+        if route.name in first_index:
+            errors.add(f"routes[{route.index}].name",
+                       f"route name {route.name!r} is already used by routes[{first_index[route.name]}]",
+                       "give each route a unique name; unnamed routes are called route-INDEX")
+        else:
+            first_index[route.name] = route.index
+
+
+def _check_no_duplicate_matches(errors: ErrorList, routes: list[Route]) -> None:
+    """Two routes with the same host and pattern whose methods overlap: the
+    later one can never be chosen for those methods, which is always a mistake."""
+    seen: dict[tuple[str | None, str, str], list[Route]] = {}
+    for route in routes:
+        match = route.match
+        key = (match.host, match.kind, pattern_key(match.prefix if match.prefix is not None else match.path or ""))
+        for earlier in seen.get(key, []):
+            overlap = _overlapping_methods(earlier.match.methods, match.methods)
+            if overlap:
+                errors.add(f"routes[{route.index}].match",
+                           f"duplicates routes[{earlier.index}] {earlier.name!r}: same host and "
+                           f"{match.kind} pattern, {overlap}",
+                           f"routes[{route.index}] could never match those requests; "
+                           "change its host, pattern or methods, or delete one of them")
+                break
+        seen.setdefault(key, []).append(route)
+
+
+def _overlapping_methods(first: tuple[str, ...] | None, second: tuple[str, ...] | None) -> str:
+    """A description of the shared methods, or "" when they are disjoint."""
+    if first is None and second is None:
+        return "both allow any method"
+    shared = [method for method in (second or first or ()) if first is None or second is None or method in first]
+    return f"both allow {', '.join(shared)}" if shared else ""

@@ -1,0 +1,394 @@
+"""Parsers for single config values.
+
+Each parser takes the raw YAML value and returns the typed value, or raises
+`Invalid(problem, hint)`. They know nothing about key paths or files: the
+section readers in `sections.py` attach those. Keeping them pure makes them
+reusable for env variables and command-line flags.
+"""
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import math
+import re
+from collections.abc import Iterable
+
+from fastgw.config.errors import Invalid
+
+# --- descriptions and suggestions ------------------------------------------
+
+
+def describe(value: object) -> str:
+    """How a YAML value reads back to the user ("a list", "the string 'x'")."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a {type(value).__name__}"
+
+
+def suggestion(word: object, choices: Iterable[str], menu: str) -> str:
+    """The hint for a misspelt name: a close match, or else the whole menu
+    ("allowed keys: a, b")."""
+    choices = sorted(choices)
+    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return f"{menu}: {', '.join(choices) if choices else 'none'}"
+
+
+# --- numbers, durations, sizes ---------------------------------------------
+
+DURATION_HINT = "write seconds as a number, or a string like 500ms, 5s, 2m, 1h"
+_DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?", re.IGNORECASE)
+_SECONDS_PER_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: object, *, allow_zero: bool = False) -> float:
+    """Seconds as a float, from `5`, `0.5`, `"500ms"`, `"5s"`, `"2m"` or `"1h"`."""
+    if isinstance(value, bool):  # bool is an int subclass: `yes` must not mean 1s
+        raise Invalid(f"expected a duration, got {describe(value)}", DURATION_HINT)
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        match = _DURATION_RE.fullmatch(value.strip())
+        if not match:
+            raise Invalid(f"{value!r} is not a duration", DURATION_HINT)
+        unit = (match.group(2) or "s").lower()
+        seconds = float(match.group(1)) * _SECONDS_PER_UNIT[unit]
+    else:
+        raise Invalid(f"expected a duration, got {describe(value)}", DURATION_HINT)
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
+        floor = "0 or more" if allow_zero else "greater than 0"
+        raise Invalid(f"duration must be {floor}, got {value!r}", DURATION_HINT)
+    return seconds
+
+
+SIZE_HINT = "write bytes as a whole number, or a string like 16k, 10m or 10MiB; units are 1024-based"
+_SIZE_RE = re.compile(r"(\d+)\s*([kmg]?)(i?b)?", re.IGNORECASE)
+_BYTES_PER_UNIT = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_size(value: object) -> int:
+    """Bytes as an int, from `16384`, `"16k"`, `"10m"`, `"10MiB"`; units are binary."""
+    if isinstance(value, bool):
+        raise Invalid(f"expected a size, got {describe(value)}", SIZE_HINT)
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, str):
+        match = _SIZE_RE.fullmatch(value.strip())
+        # "10ib" (a suffix with no unit letter) reads as a typo, not as bytes.
+        if not match or (match.group(3) and match.group(3).lower() == "ib" and not match.group(2)):
+            raise Invalid(f"{value!r} is not a size", SIZE_HINT)
+        size = int(match.group(1)) * _BYTES_PER_UNIT[match.group(2).lower()]
+    else:
+        raise Invalid(f"expected a size, got {describe(value)}", SIZE_HINT)
+    if size <= 0:
+        raise Invalid(f"size must be greater than 0, got {value!r}", SIZE_HINT)
+    return size
+
+
+def parse_int(value: object, *, minimum: int, example: int) -> int:
+    hint = f"write a whole number, {minimum} or more, e.g. {example}"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise Invalid(f"expected a whole number, got {describe(value)}", hint)
+    if value < minimum:
+        raise Invalid(f"must be {minimum} or more, got {value}", hint)
+    return value
+
+
+WORKERS_HINT = "write a number of processes, e.g. 4, or 'auto' for one per CPU core"
+
+
+def parse_workers(value: object) -> int:
+    """`auto` (and 0) mean one worker per core, stored as 0."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "auto":
+            return 0
+        if not text.isdigit():
+            raise Invalid(f"expected a number or 'auto', got {value!r}", WORKERS_HINT)
+        return int(text)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise Invalid(f"expected a number or 'auto', got {describe(value)}", WORKERS_HINT)
+    if value < 0:
+        raise Invalid(f"must be 0 or more, got {value}", WORKERS_HINT)
+    return value
+
+
+# --- hosts, ports, addresses, URLs -----------------------------------------
+
+ADDRESS_HINT = "write host:port, e.g. 127.0.0.1:8080, 0.0.0.0:8080 or [::1]:8080"
+# Hostnames as resolvers accept them; `_` is allowed because container
+# service names (docker compose) commonly use it.
+_HOSTNAME_RE = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*\.?", re.IGNORECASE)
+
+
+def parse_port(text: str, hint: str) -> int:
+    if not text.isdigit():
+        raise Invalid(f"port {text!r} is not a number", hint)
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise Invalid(f"port {port} is out of range", "use a port between 1 and 65535")
+    return port
+
+
+def split_host_port(text: str, hint: str, default_port: int | None = None) -> tuple[str, int]:
+    """`host:port` or `[v6]:port` -> (host without brackets, port)."""
+    if text.startswith("["):
+        close = text.find("]")
+        if close == -1:
+            raise Invalid(f"{text!r} has an unclosed '['", hint)
+        host, rest = text[1:close], text[close + 1:]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise Invalid(f"{host!r} is not an IPv6 address", hint) from None
+        if not rest and default_port is not None:
+            return host, default_port
+        if not rest.startswith(":"):
+            raise Invalid(f"{text!r} has no port after the ']'", hint)
+        return host, parse_port(rest[1:], hint)
+
+    host, colon, port_text = text.rpartition(":")
+    if not colon:
+        if default_port is None:
+            raise Invalid(f"{text!r} has no port", hint)
+        host, port_text = text, str(default_port)
+    if ":" in host:
+        raise Invalid(f"{text!r}: an IPv6 address needs brackets", hint)
+    if not host:
+        raise Invalid(f"{text!r} has no host", hint)
+    if not _HOSTNAME_RE.fullmatch(host):
+        raise Invalid(f"{host!r} is not a valid host name or IP address", hint)
+    return host.lower(), parse_port(port_text, hint)
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_address(value: object) -> tuple[str, int]:
+    """A listener address: `host:port` or `[::1]:port`; the port is required."""
+    if not isinstance(value, str):
+        raise Invalid(f"expected a 'host:port' string, got {describe(value)}", ADDRESS_HINT)
+    return split_host_port(value.strip(), ADDRESS_HINT)
+
+
+URL_HINT = "write http://host:port, e.g. http://127.0.0.1:9001"
+
+
+def parse_endpoint_url(value: object) -> tuple[str, int]:
+    """An upstream URL `http://host[:port]` -> (host, port); the port defaults to 80."""
+    if not isinstance(value, str):
+        raise Invalid(f"expected a URL string, got {describe(value)}", URL_HINT)
+    text = value.strip()
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        raise Invalid(f"{text!r} has no scheme", f"add http:// in front: http://{text}")
+    if scheme.lower() == "https":
+        raise Invalid("https upstreams are not supported yet",
+                      "use http:// and terminate TLS to the upstream elsewhere")
+    if scheme.lower() != "http":
+        raise Invalid(f"scheme {scheme!r} is not supported", URL_HINT)
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        raise Invalid("credentials in an upstream URL are not supported",
+                      "remove the user:password@ part; add an Authorization header with request_headers.set")
+    if any(mark in rest for mark in "?#"):
+        raise Invalid("an upstream URL cannot have a query or fragment", URL_HINT)
+    if path:
+        raise Invalid(f"an upstream URL cannot have a path ('/{path}')",
+                      "remove it; change upstream paths with a route's strip_prefix or rewrite_path")
+    if not authority:
+        raise Invalid(f"{text!r} has no host", URL_HINT)
+    return split_host_port(authority, URL_HINT, default_port=80)
+
+
+# --- routes ----------------------------------------------------------------
+
+_IDENTIFIER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PARAM_SEGMENT_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_PARAM_ANYWHERE_RE = re.compile(r"\{([^{}]*)\}")
+_FORBIDDEN_PATH_CHARS = re.compile(r"[\s?#\x00-\x1f\x7f]")
+
+
+def _check_path_text(value: object, what: str, example: str) -> str:
+    if not isinstance(value, str):
+        raise Invalid(f"expected a path string, got {describe(value)}", f"write it like {example}")
+    if not value.startswith("/"):
+        raise Invalid(f"{what} {value!r} does not start with '/'", f"write it like /{value.lstrip('/')}")
+    bad = _FORBIDDEN_PATH_CHARS.search(value)
+    if bad:
+        raise Invalid(f"{what} {value!r} contains {bad.group()!r}",
+                      "paths cannot hold spaces, control characters, '?' or '#'; queries are not matched")
+    return value
+
+
+def parse_path(value: object, *, what: str, allow_params: bool) -> tuple[str, tuple[str, ...]]:
+    """A route path, prefix or strip_prefix -> (path, template parameter names).
+
+    A `{name}` parameter must be a whole segment: the router splits on `/`, and
+    half-segment captures like `/v{version}` are ambiguous to match.
+    """
+    path = _check_path_text(value, what, "/users/{id}" if allow_params else "/api")
+    params: list[str] = []
+    for segment in path.split("/")[1:]:
+        if segment in (".", ".."):
+            raise Invalid(f"{what} {path!r} has a '{segment}' segment",
+                          "request paths are normalised before matching, so it could never match; remove it")
+        if "{" not in segment and "}" not in segment:
+            continue
+        if not allow_params:
+            raise Invalid(f"{what} {path!r} contains a {{param}}",
+                          "only `path` may hold {params}; prefixes match literally")
+        params.append(_template_param(path, segment, params, what))
+    return path, tuple(params)
+
+
+def _template_param(path: str, segment: str, seen: list[str], what: str) -> str:
+    match = _PARAM_SEGMENT_RE.fullmatch(segment)
+    if match:
+        name = match.group(1)
+        if name in seen:
+            raise Invalid(f"parameter {{{name}}} appears twice in {path!r}",
+                          "give each parameter its own name, e.g. /users/{id}/posts/{post_id}")
+        return name
+    inner = _PARAM_ANYWHERE_RE.fullmatch(segment)
+    if inner:
+        raise Invalid(f"{{{inner.group(1)}}} in {path!r} is not a valid parameter name",
+                      "use letters, digits and _, not starting with a digit, e.g. {user_id}")
+    raise Invalid(f"segment {segment!r} of {what} {path!r} mixes a {{param}} with other text",
+                  "a {param} must be a whole segment between slashes, e.g. /users/{id}")
+
+
+def parse_rewrite_path(value: object) -> tuple[str, tuple[str, ...]]:
+    """A rewrite_path -> (path, the `{name}` placeholders it uses).
+
+    Unlike a template, a rewrite may put a placeholder anywhere in a segment
+    (`/v2/users/{id}.json`): it is only substituted, never matched.
+    """
+    path = _check_path_text(value, "rewrite_path", "/v2/users/{id}")
+    names = []
+    for match in _PARAM_ANYWHERE_RE.finditer(path):
+        if not _IDENTIFIER_RE.fullmatch(match.group(1)):
+            raise Invalid(f"{{{match.group(1)}}} in {path!r} is not a valid parameter name",
+                          "use the {name} of a parameter from the route's path template")
+        names.append(match.group(1))
+    leftover = _PARAM_ANYWHERE_RE.sub("", path)
+    if "{" in leftover or "}" in leftover:
+        raise Invalid(f"{path!r} has an unmatched '{{' or '}}'", "write parameters as {name}")
+    return path, tuple(names)
+
+
+def pattern_key(path: str) -> str:
+    """`/users/{id}` and `/users/{uid}` match the same requests: compare them as one."""
+    return _PARAM_SEGMENT_RE.sub("{}", path)
+
+
+# RFC 9110 section 5.6.2: token = 1*tchar
+_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+METHODS_HINT = "write a list of HTTP methods, e.g. [GET, POST]; omit methods to allow any"
+
+
+def parse_method(value: object) -> str:
+    if not isinstance(value, str) or not _TOKEN_RE.fullmatch(value):
+        raise Invalid(f"{describe(value)} is not an HTTP method", METHODS_HINT)
+    return value.upper()
+
+
+ROUTE_HOST_HINT = "write an exact host like api.example.com, or *.example.com for its subdomains"
+
+
+def parse_route_host(value: object) -> str:
+    """An exact host or a `*.suffix` wildcard, lower-cased, without a port."""
+    if not isinstance(value, str):
+        raise Invalid(f"expected a host name, got {describe(value)}", ROUTE_HOST_HINT)
+    host = value.strip().lower()
+    if host == "*":
+        raise Invalid("'*' as a host matches everything", "omit host to match any host")
+    name = host[2:] if host.startswith("*.") else host
+    if "*" in name:
+        raise Invalid(f"{value!r}: only a leading '*.' wildcard is supported", ROUTE_HOST_HINT)
+    if ":" in name:
+        raise Invalid(f"{value!r} has a port", "route hosts are matched without the port; remove ':port'")
+    if not _HOSTNAME_RE.fullmatch(name):
+        raise Invalid(f"{value!r} is not a valid host name", ROUTE_HOST_HINT)
+    return host
+
+
+# --- headers ---------------------------------------------------------------
+
+HEADER_NAME_HINT = "header names are letters, digits and !#$%&'*+-.^_`|~, e.g. X-Request-Id"
+
+# Connection-level headers: the gateway writes these itself per hop, so a
+# user-supplied value would corrupt framing or keep-alive handling.
+GATEWAY_OWNED_HEADERS = frozenset({
+    "connection", "keep-alive", "transfer-encoding", "te", "trailer",
+    "upgrade", "proxy-connection", "content-length",
+})
+
+
+def parse_header_name(value: object) -> bytes:
+    if not isinstance(value, str) or not _TOKEN_RE.fullmatch(value):
+        raise Invalid(f"{describe(value)} is not a valid header name", HEADER_NAME_HINT)
+    return value.lower().encode("ascii")
+
+
+def check_settable(name: bytes) -> None:
+    text = name.decode("ascii")
+    if text == "content-length":
+        raise Invalid("content-length cannot be set or added",
+                      "the gateway derives Content-Length from the body it forwards")
+    if text in GATEWAY_OWNED_HEADERS:
+        raise Invalid(f"{text} is a hop-by-hop header and cannot be set or added",
+                      "the gateway manages connection-level headers itself on each hop")
+
+
+_CONTROL_CHAR_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # all CTLs but HTAB
+HEADER_VALUE_HINT = "header values are text on one line; quote values like 'yes', 'on' or '1.10'"
+
+
+def parse_header_value(value: object) -> bytes:
+    # Integers are unambiguous (`X-Api-Version: 2`); booleans and floats are not
+    # (`yes` -> true, `1.10` -> 1.1), so those must be quoted.
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise Invalid(f"expected a string value, got {describe(value)}", HEADER_VALUE_HINT)
+    bad = _CONTROL_CHAR_RE.search(value)
+    if bad:
+        raise Invalid(f"header value contains the control character {bad.group()!r}",
+                      "CR, LF, NUL and other control characters would allow header injection; remove them")
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode("utf-8")
+
+
+LB_POLICIES = ("round_robin", "least_request")
+
+
+def parse_lb(value: object) -> str:
+    if not isinstance(value, str) or value not in LB_POLICIES:
+        raise Invalid(f"unknown load-balancing policy {value!r}", suggestion(value, LB_POLICIES, "choose one of"))
+    return value
+
+
+NAME_HINT = "use letters, digits, '.', '_' and '-', e.g. users-api"
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def parse_name(value: object) -> str:
+    """Names of clusters, routes and listeners: they appear in logs and metrics."""
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
+        raise Invalid(f"{describe(value)} is not a valid name", NAME_HINT)
+    return value

@@ -1,0 +1,189 @@
+"""Readers for the `listeners`, `server` and `clusters` sections."""
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import partial
+
+from fastgw.config import model
+from fastgw.config.errors import child, item
+from fastgw.config.model import Cluster, Endpoint, Limits, Listener, ServerSettings, UpstreamTimeouts
+from fastgw.config.reader import Section, parse_or_record
+from fastgw.config.schema import (
+    ADDRESS_HINT, URL_HINT, describe, format_address, parse_address, parse_duration, parse_endpoint_url,
+    parse_int, parse_lb, parse_name, parse_size, parse_workers,
+)
+
+TOP_LEVEL_KEYS = ("listeners", "server", "clusters", "routes")
+SERVER_KEY_HOMES = {"workers": "server", "limits": "server"}
+
+# A config without `listeners` serves where `fastgw run --upstream` does.
+DEFAULT_LISTENER = Listener(name="default", host="127.0.0.1", port=8080)
+
+# --- listeners -------------------------------------------------------------
+
+LISTENER_KEYS = ("name", "address")
+LISTENERS_HINT = "write a list, e.g. listeners: [{name: public, address: 127.0.0.1:8080}]"
+
+
+def read_listeners(top: Section) -> tuple[Listener, ...]:
+    if not top.has("listeners"):
+        return (DEFAULT_LISTENER,)
+    entries = top.list("listeners", LISTENERS_HINT)
+    if isinstance(top.get("listeners"), list) and not entries:
+        top.errors.add("listeners", "the list is empty", "add a listener, or remove the key for 127.0.0.1:8080")
+    listeners = [_read_listener(Section(raw, item("listeners", i), top.errors, LISTENER_KEYS), i)
+                 for i, raw in enumerate(entries)]
+    _check_unique_listeners(top, listeners)
+    return tuple(listeners)
+
+
+def _read_listener(section: Section, index: int) -> Listener:
+    name = section.parse("name", parse_name, f"listener-{index}")
+    host, port = section.require("address", parse_address, ("", 0), ADDRESS_HINT)
+    return Listener(name=name, host=host, port=port)
+
+
+def _check_unique_listeners(top: Section, listeners: list[Listener]) -> None:
+    first_by_address: dict[tuple[str, int], int] = {}
+    first_by_name: dict[str, int] = {}
+    for index, listener in enumerate(listeners):
+        if listener.port == 0:  # its address was invalid and already reported
+            continue
+        address = (listener.host, listener.port)
+        if address in first_by_address:
+            top.errors.add(f"listeners[{index}].address",
+                           f"{format_address(*address)} is already used by listeners[{first_by_address[address]}]",
+                           "give each listener its own host:port")
+        first_by_address.setdefault(address, index)
+        if listener.name in first_by_name:
+            top.errors.add(f"listeners[{index}].name",
+                           f"listener name {listener.name!r} is already used by listeners[{first_by_name[listener.name]}]",
+                           "give each listener a unique name")
+        first_by_name.setdefault(listener.name, index)
+
+
+# --- server ----------------------------------------------------------------
+
+SERVER_KEYS = ("workers", "limits", "timeouts")
+LIMIT_KEYS = ("max_header_bytes", "max_header_count", "max_uri_bytes", "max_body_bytes")
+SERVER_TIMEOUT_KEYS = ("client_header", "keepalive", "drain")
+
+
+def read_server(top: Section) -> ServerSettings:
+    homes = {**dict.fromkeys(LIMIT_KEYS, "limits"), **dict.fromkeys(SERVER_TIMEOUT_KEYS, "timeouts")}
+    server = top.section("server", SERVER_KEYS, misplaced=homes)
+    return ServerSettings(
+        workers=server.parse("workers", parse_workers, 0),
+        limits=_read_limits(server.section("limits", LIMIT_KEYS)),
+        **_read_server_timeouts(server.section("timeouts", SERVER_TIMEOUT_KEYS)),
+    )
+
+
+def _read_limits(limits: Section) -> Limits:
+    return Limits(
+        max_header_bytes=limits.parse("max_header_bytes", parse_size, model.DEFAULT_MAX_HEADER_BYTES),
+        max_header_count=limits.parse("max_header_count", partial(parse_int, minimum=1, example=100),
+                                      model.DEFAULT_MAX_HEADER_COUNT),
+        max_uri_bytes=limits.parse("max_uri_bytes", parse_size, model.DEFAULT_MAX_URI_BYTES),
+        max_body_bytes=limits.parse("max_body_bytes", parse_size, model.DEFAULT_MAX_BODY_BYTES),
+    )
+
+
+def _read_server_timeouts(timeouts: Section) -> dict[str, float]:
+    return {
+        "client_header_timeout": timeouts.parse("client_header", parse_duration, model.DEFAULT_CLIENT_HEADER_TIMEOUT),
+        "keepalive_timeout": timeouts.parse("keepalive", parse_duration, model.DEFAULT_KEEPALIVE_TIMEOUT),
+        # 0 is meaningful here: on SIGTERM, close at once without draining.
+        "drain_timeout": timeouts.parse("drain", partial(parse_duration, allow_zero=True),
+                                        model.DEFAULT_DRAIN_TIMEOUT),
+    }
+
+
+# --- clusters --------------------------------------------------------------
+
+CLUSTER_KEYS = ("lb", "endpoints", "pool", "timeouts")
+POOL_KEYS = ("max_idle", "idle_timeout")
+ENDPOINT_KEYS = ("url", "weight")
+UPSTREAM_TIMEOUT_KEYS = ("connect", "response_header", "idle", "websocket_idle")
+CLUSTER_KEY_HOMES = {
+    "url": "endpoints, as a list entry", "weight": "endpoints, as a list entry",
+    **dict.fromkeys(POOL_KEYS, "pool"), **dict.fromkeys(UPSTREAM_TIMEOUT_KEYS, "timeouts"),
+}
+CLUSTERS_HINT = "write a mapping of names to clusters, e.g. clusters: {users: {endpoints: [http://127.0.0.1:9001]}}"
+ENDPOINTS_HINT = "list the upstream servers, e.g. endpoints: [http://127.0.0.1:9001]"
+
+
+def read_clusters(top: Section) -> dict[str, Cluster]:
+    """Every cluster named in the file, even invalid ones (their errors are
+    recorded), so that routes naming them are not reported as unknown too."""
+    if not top.has("clusters"):
+        top.errors.add("clusters", "missing", CLUSTERS_HINT)
+        return {}
+    raw_clusters = top.get("clusters")
+    if not isinstance(raw_clusters, dict):
+        top.errors.add("clusters", f"expected a mapping of cluster names, got {describe(raw_clusters)}", CLUSTERS_HINT)
+        return {}
+    if not raw_clusters:
+        top.errors.add("clusters", "no clusters are defined", CLUSTERS_HINT)
+    clusters = {}
+    for raw_name, body in raw_clusters.items():
+        keypath = child("clusters", raw_name)
+        name = parse_or_record(top.errors, keypath, parse_name, raw_name, str(raw_name))
+        clusters[name] = _read_cluster(name, Section(body, keypath, top.errors, CLUSTER_KEYS, misplaced=CLUSTER_KEY_HOMES))
+    return clusters
+
+
+def _read_cluster(name: str, cluster: Section) -> Cluster:
+    pool = cluster.section("pool", POOL_KEYS)
+    return Cluster(
+        name=name,
+        endpoints=_read_endpoints(cluster),
+        lb=cluster.parse("lb", parse_lb, "round_robin"),
+        # 0 is allowed: it turns connection reuse off for this cluster.
+        pool_max_idle=pool.parse("max_idle", partial(parse_int, minimum=0, example=64), model.DEFAULT_POOL_MAX_IDLE),
+        pool_idle_timeout=pool.parse("idle_timeout", parse_duration, model.DEFAULT_POOL_IDLE_TIMEOUT),
+        timeouts=read_upstream_timeouts(cluster.section("timeouts", UPSTREAM_TIMEOUT_KEYS), UpstreamTimeouts()),
+    )
+
+
+def _read_endpoints(cluster: Section) -> tuple[Endpoint, ...]:
+    if not cluster.has("endpoints"):
+        cluster.errors.add(cluster.path("endpoints"), "missing", ENDPOINTS_HINT)
+        return ()
+    entries = cluster.list("endpoints", ENDPOINTS_HINT)
+    if isinstance(cluster.get("endpoints"), list) and not entries:
+        cluster.errors.add(cluster.path("endpoints"), "the list is empty", ENDPOINTS_HINT)
+    endpoints = []
+    first_index: dict[tuple[str, int], int] = {}
+    for index, raw in enumerate(entries):
+        keypath = item(cluster.path("endpoints"), index)
+        endpoint = _read_endpoint(raw, keypath, cluster)
+        if endpoint is None:
+            continue
+        address = (endpoint.host, endpoint.port)
+        if address in first_index:
+            cluster.errors.add(keypath, f"{format_address(*address)} is listed twice, first as endpoints[{first_index[address]}]",
+                               "list each endpoint once; raise its weight to send it more traffic")
+        first_index.setdefault(address, index)
+        endpoints.append(endpoint)
+    return tuple(endpoints)
+
+
+def _read_endpoint(raw: object, keypath: str, cluster: Section) -> Endpoint | None:
+    # Shorthand: `- http://127.0.0.1:9001` is `- url: http://127.0.0.1:9001`.
+    if isinstance(raw, str):
+        host, port = parse_or_record(cluster.errors, keypath, parse_endpoint_url, raw, ("", 0))
+        return Endpoint(host=host, port=port) if port else None
+    endpoint = Section(raw, keypath, cluster.errors, ENDPOINT_KEYS,
+                       hint="write a URL string or {url: http://host:port, weight: 1}")
+    host, port = endpoint.require("url", parse_endpoint_url, ("", 0), URL_HINT)
+    weight = endpoint.parse("weight", partial(parse_int, minimum=1, example=2), 1)
+    return Endpoint(host=host, port=port, weight=weight) if port else None
+
+
+def read_upstream_timeouts(timeouts: Section, base: UpstreamTimeouts) -> UpstreamTimeouts:
+    """`base` with the keys given in `timeouts` replaced: a route's timeouts
+    override its cluster's field by field."""
+    overrides = {key: timeouts.parse(key, parse_duration, getattr(base, key))
+                 for key in UPSTREAM_TIMEOUT_KEYS if timeouts.has(key)}
+    return replace(base, **overrides)
