@@ -215,6 +215,9 @@ def parse_endpoint_url(value: object) -> tuple[str, int]:
 
 # --- routes ----------------------------------------------------------------
 
+# The native router's fixed capture array (fastgw/_native/router.pyx MAX_PARAMS);
+# checked here so a config that passes `fastgw check` also starts.
+MAX_TEMPLATE_PARAMS = 32
 _IDENTIFIER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PARAM_SEGMENT_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _PARAM_ANYWHERE_RE = re.compile(r"\{([^{}]*)\}")
@@ -251,6 +254,9 @@ def parse_path(value: object, *, what: str, allow_params: bool) -> tuple[str, tu
             raise Invalid(f"{what} {path!r} contains a {{param}}",
                           "only `path` may hold {params}; prefixes match literally")
         params.append(_template_param(path, segment, params, what))
+    if len(params) > MAX_TEMPLATE_PARAMS:
+        raise Invalid(f"{what} {path!r} has {len(params)} parameters",
+                      f"the router binds at most {MAX_TEMPLATE_PARAMS}; split the route or use a prefix")
     return path, tuple(params)
 
 
@@ -309,10 +315,15 @@ ROUTE_HOST_HINT = "write an exact host like api.example.com, or *.example.com fo
 
 
 def parse_route_host(value: object) -> str:
-    """An exact host or a `*.suffix` wildcard, lower-cased, without a port."""
+    """An exact host or a `*.suffix` wildcard, lower-cased, without a port.
+
+    A trailing dot is dropped, as the router does for request hosts, so that
+    `example.com.` and `example.com` compare equal in the duplicate check.
+    """
     if not isinstance(value, str):
         raise Invalid(f"expected a host name, got {describe(value)}", ROUTE_HOST_HINT)
     host = value.strip().lower()
+    host = host[:-1] if host.endswith(".") else host
     if host == "*":
         raise Invalid("'*' as a host matches everything", "omit host to match any host")
     name = host[2:] if host.startswith("*.") else host

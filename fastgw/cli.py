@@ -1,0 +1,262 @@
+"""The `fastgw` command: run the gateway, check a config, explain routing.
+
+    fastgw run --config gateway.yaml [--workers N]
+    fastgw run --upstream http://127.0.0.1:9001 [--listen HOST:PORT] [--workers N] [--upstream-timeout 30s]
+    fastgw check --config gateway.yaml
+    fastgw routes --config gateway.yaml GET http://api.example.com/users/7
+    fastgw --version
+
+Exit codes: 0 ok, 1 config errors, 2 usage errors (and `routes` with no match).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+from fastgw import __version__
+from fastgw.config import Config, ConfigError, from_command_line, load, with_workers
+from fastgw.config.errors import Invalid
+from fastgw.config.model import HeaderOps, Route
+from fastgw.config.schema import format_address, parse_duration, parse_workers
+
+EXIT_OK = 0
+EXIT_CONFIG_ERROR = 1
+EXIT_NO_ROUTE = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    return args.handler(args, parser)
+
+
+# --- argument parsing ------------------------------------------------------
+
+def _flag_type(parse):  # type: ignore[no-untyped-def]
+    """An argparse `type=` from a config value parser, so flags and YAML agree."""
+    def convert(text: str):  # type: ignore[no-untyped-def]
+        try:
+            return parse(text)
+        except Invalid as invalid:
+            raise argparse.ArgumentTypeError(f"{invalid.problem} ({invalid.hint})") from None
+    convert.__name__ = parse.__name__.removeprefix("parse_")  # argparse names it in errors
+    return convert
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastgw", description="HTTP/1.1 API gateway and reverse proxy.")
+    parser.add_argument("--version", action="version", version=f"fastgw {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser("run", help="serve traffic",
+                              description="Serve from a config file, or proxy everything to one --upstream.")
+    run.add_argument("--config", metavar="FILE", help="YAML config file")
+    run.add_argument("--listen", metavar="HOST:PORT",
+                     help="with --upstream: address to listen on (default: $FASTGW_LISTEN or 127.0.0.1:8080)")
+    run.add_argument("--upstream", metavar="URL", help="proxy every request to this http:// URL (no config file)")
+    run.add_argument("--workers", metavar="N", type=_flag_type(parse_workers),
+                     help="worker processes, or 'auto' for one per core (overrides the file and $FASTGW_WORKERS)")
+    run.add_argument("--upstream-timeout", metavar="SECONDS", type=_flag_type(parse_duration),
+                     help="with --upstream: how long to wait for the response head, e.g. 30 or 30s")
+    run.set_defaults(handler=_run)
+
+    check = commands.add_parser("check", help="validate a config file and exit",
+                                description="Validate a config file: print every error, exit 1 if any.")
+    check.add_argument("--config", metavar="FILE", required=True, help="YAML config file")
+    check.set_defaults(handler=_check)
+
+    routes = commands.add_parser("routes", help="show which route a request would take",
+                                 description="Explain how a request is routed: the route chosen, the upstream "
+                                             "request it becomes, and the other candidates in priority order.")
+    routes.add_argument("--config", metavar="FILE", required=True, help="YAML config file")
+    routes.add_argument("--host", help="Host header to match with (default: the URL's host)")
+    routes.add_argument("method", metavar="METHOD", help="HTTP method, e.g. GET")
+    routes.add_argument("url", metavar="URL", help="http://host/path?query, or just /path?query")
+    routes.set_defaults(handler=_routes)
+    return parser
+
+
+# --- run -------------------------------------------------------------------
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.config and (args.listen or args.upstream):
+        parser.error("run: --config cannot be combined with --listen/--upstream; put them in the file")
+    if args.config and args.upstream_timeout is not None:
+        parser.error("run: --upstream-timeout is for --upstream; with --config set timeouts in the file")
+    if not args.config and not args.upstream:
+        parser.error("run: give --config FILE, or --upstream URL to proxy everything to one server")
+    try:
+        if args.config:
+            config = load(args.config)
+            if args.workers is not None:
+                config = with_workers(config, args.workers)
+        else:
+            config = from_command_line(args.listen, args.upstream, args.workers, args.upstream_timeout)
+    except ConfigError as error:
+        _print_errors(error)
+        return EXIT_CONFIG_ERROR
+    # Imported here: `check` and `routes` must work without the server's
+    # event-loop dependencies being importable.
+    from fastgw.server.master import serve
+    return serve(config)
+
+
+# --- check -----------------------------------------------------------------
+
+def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    try:
+        config = load(args.config)
+        _check_router_accepts(config)
+    except ConfigError as error:
+        _print_errors(error)
+        return EXIT_CONFIG_ERROR
+    print(f"{args.config}: ok ({_count(len(config.listeners), 'listener')}, "
+          f"{_count(len(config.clusters), 'cluster')}, {_count(len(config.routes), 'route')})")
+    return EXIT_OK
+
+
+def _check_router_accepts(config: Config) -> None:
+    """Build the route table as the server will, so `check` passing means the
+    server starts. The config validation should already catch everything the
+    router refuses; this is the safety net if the two ever drift apart."""
+    try:
+        from fastgw.proxy.routing import RouteTable
+    except ImportError:  # native extension not built: the YAML checks still ran
+        return
+    try:
+        RouteTable(config)
+    except ValueError as error:
+        raise ConfigError([f"{config.source}: routes: {error} (the router refused it)"]) from None
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _print_errors(error: ConfigError) -> None:
+    for line in error.errors:
+        print(line, file=sys.stderr)
+    print(f"{_count(len(error.errors), 'error')}", file=sys.stderr)
+
+
+# --- routes ----------------------------------------------------------------
+
+# The router's order (fastgw/_native/router.pyx), in one line for `routes`.
+PRIORITY_RULE = ("host exact > *.wildcard, longest first > any host; then path exact > template, "
+                 "static segments beating {params} > longest prefix; then declaration order")
+
+
+def _routes(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    url_host, path, query = _split_request_url(args.url, parser)
+    host = args.host if args.host is not None else url_host
+    method = args.method.upper()
+    try:
+        config = load(args.config)
+    except ConfigError as error:
+        _print_errors(error)
+        return EXIT_CONFIG_ERROR
+    from fastgw.proxy.routing import RouteTable  # needs the native router
+
+    table = RouteTable(config)
+    host_bytes = host.encode("utf-8") if host else None
+    path_bytes = path.encode("utf-8")
+    print(f"request: {method} {path}{'?' + query if query else ''}  host: {host or '(none: only host-less routes can match)'}")
+    found = table.match(host_bytes, method.encode("ascii"), path_bytes)
+    if found is None:
+        _print_no_route(table, host_bytes, path_bytes)
+        return EXIT_NO_ROUTE
+    route, params = found
+    upstream = table.upstream_path(route, path_bytes, params).decode("utf-8", "replace")
+    _print_route(config, route, params, method, upstream + (f"?{query}" if query else ""))
+    _print_candidates(table, host_bytes, method, path_bytes, chosen=route)
+    return EXIT_OK
+
+
+def _split_request_url(url: str, parser: argparse.ArgumentParser) -> tuple[str | None, str, str]:
+    """`http://host:port/p?q` or `/p?q` -> (host or None, raw path, query)."""
+    if url.startswith("/"):
+        path, _, query = url.partition("?")
+        return None, path, query.partition("#")[0]
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        parser.error(f"routes: URL {url!r} must be http://host/path or start with '/'")
+    return parts.netloc.rpartition("@")[2], parts.path or "/", parts.query
+
+
+def _print_no_route(table, host: bytes | None, path: bytes) -> None:  # type: ignore[no-untyped-def]
+    allowed = table.allowed_methods(host, path)
+    if allowed:
+        print(f"no route: 405 Method Not Allowed (Allow: {', '.join(allowed)})")
+    else:
+        print("no route: 404 Not Found")
+
+
+def _print_route(config: Config, route: Route, params, method: str, upstream: str) -> None:  # type: ignore[no-untyped-def]
+    match = route.match
+    cluster = config.clusters[route.cluster]
+    pattern = match.prefix if match.prefix is not None else match.path
+    print(f"route:    {route.name} (routes[{route.index}])")
+    print(f"match:    {match.kind} {pattern}, host {match.host or 'any'}, "
+          f"methods {', '.join(match.methods) if match.methods else 'any'}")
+    print(f"params:   {_format_params(params)}")
+    print(f"cluster:  {cluster.name}, lb {cluster.lb}")
+    for endpoint in cluster.endpoints:
+        print(f"            http://{format_address(endpoint.host, endpoint.port)}  weight {endpoint.weight}")
+    print(f"upstream: {method} {upstream}{_rewrite_note(route)}")
+    _print_header_ops("request headers", route.request_headers)
+    _print_header_ops("response headers", route.response_headers)
+    timeouts = config.route_timeouts(route)
+    source = "route overrides cluster" if route.timeouts is not None else "cluster"
+    print(f"timeouts: connect {_seconds(timeouts.connect)}, response_header {_seconds(timeouts.response_header)}, "
+          f"idle {_seconds(timeouts.idle)}, websocket_idle {_seconds(timeouts.websocket_idle)} ({source})")
+
+
+def _format_params(params) -> str:  # type: ignore[no-untyped-def]
+    if not params:
+        return "(none)"
+    return ", ".join(f"{name}={value.decode('utf-8', 'replace')}" for name, value in params)
+
+
+def _rewrite_note(route: Route) -> str:
+    if route.rewrite_path is not None:
+        return f"  (rewrite_path {route.rewrite_path})"
+    if route.strip_prefix is not None:
+        return f"  (strip_prefix {route.strip_prefix})"
+    return "  (path unchanged)"
+
+
+def _print_header_ops(title: str, ops: HeaderOps) -> None:
+    lines = ([f"set {name.decode()}: {value.decode('latin-1')}" for name, value in ops.set]
+             + [f"add {name.decode()}: {value.decode('latin-1')}" for name, value in ops.add]
+             + [f"remove {name.decode()}" for name in ops.remove])
+    if not lines:
+        print(f"{title}: unchanged")
+        return
+    print(f"{title}:")
+    for line in lines:
+        print(f"            {line}")
+
+
+def _seconds(value: float) -> str:
+    """Durations as written in configs: 500ms, 5s, 2m, 1h."""
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
+        if value >= size and value % size == 0:
+            return f"{int(value // size)}{unit}"
+    if value < 1:
+        return f"{value * 1000:g}ms"
+    return f"{value:g}s"
+
+
+def _print_candidates(table, host: bytes | None, method: str, path: bytes, chosen: Route) -> None:  # type: ignore[no-untyped-def]
+    print()
+    print(f"candidates for {method}, in priority order:")
+    for rank, (route, reason) in enumerate(table.candidates(host, method.encode("ascii"), path), start=1):
+        marker = "  <- chosen" if route is chosen else ""
+        print(f"  {rank}. {route.name} (routes[{route.index}]): {reason}{marker}")
+    print(f"  rule: {PRIORITY_RULE}.")
+    print(f"        Routes whose methods exclude {method} are skipped.")
