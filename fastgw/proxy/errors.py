@@ -1,0 +1,38 @@
+"""Local replies: every answer the gateway makes itself is a JSON error body
+with a stable code, the request id, and the right status.
+
+`{"error": {"code": "upstream_timeout", "message": "...", "request_id": "..."}}`
+"""
+from __future__ import annotations
+
+import orjson
+
+from fastgw._native.headers import status_line
+
+
+class ProxyError(Exception):
+    """A failure that ends in a local reply: status, stable code, human message."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def error_reply(status: int, code: str, message: str, request_id: bytes,
+                keep_alive: bool, extra_headers: bytes = b"") -> bytes:
+    body = orjson.dumps({"error": {"code": code, "message": message,
+                                   "request_id": request_id.decode("latin-1")}})
+    return b"".join((
+        status_line(status),
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body),
+        b"X-Request-ID: ", request_id, b"\r\n",
+        extra_headers,
+        b"" if keep_alive else b"Connection: close\r\n",
+        b"\r\n",
+        body,
+    ))
+
+
+CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"

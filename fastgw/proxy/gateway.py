@@ -1,0 +1,119 @@
+"""The per-worker runtime built from a `Config`: compiled routes, one plan per
+route, cluster pools, limits, and the set of open client connections.
+
+Everything a request needs is looked up here once per request (route match,
+then `plans[route.index]`); nothing is rebuilt per request.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import sys
+
+from fastgw._native.headers import HeaderRewrite, RequestIds
+from fastgw.config.model import Config, Route
+from fastgw.proxy.routing import RouteTable
+from fastgw.upstream.pool import ClusterRuntime
+
+log = logging.getLogger("fastgw")
+
+# How often idle upstream connections are checked against their idle timeout.
+POOL_SWEEP_INTERVAL = 1.0
+
+
+class RoutePlan:
+    """What a matched route does, compiled once: cluster, header programs,
+    timeouts and the upstream path rewrite."""
+
+    __slots__ = ("route", "cluster", "request_rewrite", "response_rewrite", "timeouts",
+                 "upstream_path")
+
+    def __init__(self, route: Route, cluster: ClusterRuntime, timeouts, table: RouteTable):
+        self.route = route
+        self.cluster = cluster
+        self.timeouts = timeouts
+        req, resp = route.request_headers, route.response_headers
+        self.request_rewrite = HeaderRewrite(add=req.add, set=req.set, remove=req.remove)
+        self.response_rewrite = HeaderRewrite(add=resp.add, set=resp.set, remove=resp.remove)
+        if route.strip_prefix is None and route.rewrite_path is None:
+            self.upstream_path = _same_path
+        else:
+            self.upstream_path = functools.partial(table.upstream_path, route)
+
+
+def _same_path(path, params):
+    return path
+
+
+class Gateway:
+    def __init__(self, config: Config, loop):
+        self.config = config
+        self.loop = loop
+        self.settings = config.server
+        self.limits = config.server.limits
+        self.max_body_bytes = self.limits.max_body_bytes
+        # Request line + headers + CRLFs: the bound on a whole request head.
+        self.max_head_bytes = self.limits.max_header_bytes + self.limits.max_uri_bytes + 1024
+        self.routes = RouteTable(config)
+        self.clusters = {name: ClusterRuntime(loop, c) for name, c in config.clusters.items()}
+        plans = [None] * (max((r.index for r in config.routes), default=-1) + 1)
+        for route in config.routes:
+            plans[route.index] = RoutePlan(route, self.clusters[route.cluster],
+                                           config.route_timeouts(route), self.routes)
+        self.plans = plans
+        self.request_ids = RequestIds()
+        self.connections = set()
+        self.draining = False
+        self.tunnels = 0
+        self._drained = None
+        self._sweeper = loop.call_later(POOL_SWEEP_INTERVAL, self._sweep_pools)
+
+    def _sweep_pools(self):
+        now = self.loop.time()
+        for cluster in self.clusters.values():
+            for pool in cluster.pools:
+                pool.sweep(now)
+        self._sweeper = self.loop.call_later(POOL_SWEEP_INTERVAL, self._sweep_pools)
+
+    # -- accounting the connections use ---------------------------------------
+    def connection_closed(self):
+        if self.draining and not self.connections and self._drained is not None:
+            if not self._drained.done():
+                self._drained.set_result(None)
+
+    def tunnel_opened(self):
+        self.tunnels += 1
+
+    def tunnel_closed(self):
+        self.tunnels -= 1
+
+    def log_internal_error(self, where, error):
+        log.error("internal error in %s: %r", where, error, exc_info=error)
+
+    # -- drain ------------------------------------------------------------------
+    async def drain(self, deadline: float):
+        """Stop taking requests: idle connections close now, busy ones after
+        their response; whatever is left at the deadline is closed."""
+        self.draining = True
+        self._drained = self.loop.create_future()
+        for conn in list(self.connections):
+            conn.close_if_idle()
+        if self.connections:
+            remaining = max(0.0, deadline - self.loop.time())
+            try:
+                await asyncio.wait_for(asyncio.shield(self._drained), remaining)
+            except TimeoutError:
+                log.warning("drain deadline passed with %d connections open; closing them",
+                            len(self.connections))
+                for conn in list(self.connections):
+                    conn.transport.abort()
+        self._sweeper.cancel()
+        for cluster in self.clusters.values():
+            for pool in cluster.pools:
+                pool.close_idle()
+
+
+def setup_logging():
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="%(asctime)s fastgw[%(process)d] %(levelname)s %(message)s")
