@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# fastgw in the peer benchmark: runs ../shared/bench/peers.sh (nginx, haproxy,
+# caddy, aiohttp, raw_proxy) with two extra proxies, each one worker on core 1:
+#   fastgw           fastgw run --listen 127.0.0.1:$PORT --upstream http://$UPSTREAM --workers 1
+#   fastgw-features  bench/run_features.sh $PORT $UPSTREAM  (bench/features.yaml:
+#                    ~50 routes, header set/remove/add, forwarded headers,
+#                    request ids; traffic hits the prefix route "/")
+# and prints peers.sh's table (S1 small GET, S2 POST 1 KiB, S3 GET 1 MiB; S1
+# as a ratio to nginx). Quote ratios from one run, not absolute figures.
+#
+# Usage (from anywhere):
+#   bench/peers_fastgw.sh                                  # everything, ~5 min
+#   ONLY="nginx raw fastgw fastgw-features" DUR=5s WARM=1s bench/peers_fastgw.sh
+# Environment (forwarded to peers.sh): ONLY, DUR, WARM, plus anything else
+# peers.sh reads (ANCHORS_RUN_DIR, VENV). FASTGW_CMD: how to start the gateway
+# (default `fastgw` when on PATH, else `python3 -m fastgw` from this checkout;
+# build it first: `python3 setup.py build_ext --inplace`).
+# Needs: what peers.sh needs (nginx haproxy wrk curl taskset ss; caddy optional),
+# and ../shared/bench/peers.sh beside this checkout (override: PEERS_SH).
+#
+# Process handling is peers.sh's: it starts each proxy as `bash -c "exec CMD"`
+# under taskset, records the PID and kills it (TERM, then KILL after 5 s) when
+# that proxy is done and on exit. Both fastgw commands exec the gateway's master,
+# so that PID is the master; this wrapper starts nothing else itself.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(dirname "$HERE")"
+PEERS_SH="${PEERS_SH:-$ROOT/../shared/bench/peers.sh}"
+[ -x "$PEERS_SH" ] || [ -f "$PEERS_SH" ] || { echo "peers.sh not found at $PEERS_SH (set PEERS_SH)" >&2; exit 1; }
+
+if [ -z "${FASTGW_CMD:-}" ]; then
+    if command -v fastgw >/dev/null 2>&1; then
+        FASTGW_CMD=fastgw
+    else
+        FASTGW_CMD="python3 -m fastgw"
+        if ! (cd / && python3 -c 'import fastgw.cli') >/dev/null 2>&1; then
+            export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+        fi
+    fi
+fi
+export FASTGW_CMD   # read by run_features.sh
+
+# peers.sh substitutes $PORT and $UPSTREAM (literal dollars here).
+# shellcheck disable=SC2016
+EXTRA='fastgw|'"$FASTGW_CMD"' run --listen 127.0.0.1:$PORT --upstream http://$UPSTREAM --workers 1'
+# shellcheck disable=SC2016
+EXTRA+=';fastgw-features|'"$HERE"'/run_features.sh $PORT $UPSTREAM'
+
+exec env EXTRA_PROXIES="$EXTRA" ONLY="${ONLY:-}" DUR="${DUR:-10s}" WARM="${WARM:-2s}" \
+    bash "$PEERS_SH"
