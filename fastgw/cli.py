@@ -147,8 +147,8 @@ def _print_errors(error: ConfigError) -> None:
 # --- routes ----------------------------------------------------------------
 
 # The router's order (fastgw/_native/router.pyx), in one line for `routes`.
-PRIORITY_RULE = ("host exact > *.wildcard, longest first > any host; then path exact > template, "
-                 "static segments beating {params} > longest prefix; then declaration order")
+PRIORITY_RULE = ("host: exact > *.wildcard (longest first) > any; then path: exact > template "
+                 "(a static segment beats a {param}) > longest prefix; then declaration order")
 
 
 def _routes(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
