@@ -19,7 +19,7 @@ from fastgw import __version__
 from fastgw.config import Config, ConfigError, from_command_line, load, with_workers
 from fastgw.config.errors import Invalid
 from fastgw.config.model import HeaderOps, Route
-from fastgw.config.schema import format_address, parse_duration, parse_workers
+from fastgw.config.schema import format_address, parse_duration, parse_workers, percent_encode_path
 
 EXIT_OK = 0
 EXIT_CONFIG_ERROR = 1
@@ -164,7 +164,9 @@ def _routes(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     table = RouteTable(config)
     host_bytes = host.encode("utf-8") if host else None
-    path_bytes = path.encode("utf-8")
+    # Encoded as a client would send it: the router matches raw wire bytes.
+    path = percent_encode_path(path)
+    path_bytes = path.encode("ascii")
     print(f"request: {method} {path}{'?' + query if query else ''}  host: {host or '(none: only host-less routes can match)'}")
     found = table.match(host_bytes, method.encode("ascii"), path_bytes)
     if found is None:

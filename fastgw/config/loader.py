@@ -115,15 +115,19 @@ def _describe_yaml_error(source: str, error: yaml.YAMLError) -> str:
 # --- environment -----------------------------------------------------------
 
 def _apply_env(config: Config, env: Mapping[str, str], errors: ErrorList) -> Config:
-    """FASTGW_LISTEN replaces the first listener's address, FASTGW_WORKERS the worker count."""
+    """FASTGW_LISTEN replaces the first listener's address, FASTGW_WORKERS the worker count.
+
+    An empty variable counts as unset: deployment templates often render
+    `FASTGW_WORKERS=` when no value was chosen.
+    """
     listen = env.get("FASTGW_LISTEN")
-    if listen is not None and config.listeners:
+    if listen and config.listeners:
         host, port = parse_or_record(errors, "env FASTGW_LISTEN", parse_address, listen, ("", 0))
         if port:
             first = replace(config.listeners[0], host=host, port=port)
             config = replace(config, listeners=(first, *config.listeners[1:]))
     workers = env.get("FASTGW_WORKERS")
-    if workers is not None:
+    if workers:
         count = parse_or_record(errors, "env FASTGW_WORKERS", parse_workers, workers, None)
         if count is not None:
             config = replace(config, server=replace(config.server, workers=count))
@@ -171,7 +175,7 @@ def _flag_or_env(flag: str, value: object, variable: str, env: Mapping[str, str]
     """(the name to blame in errors, the value) for a flag with an env fallback."""
     if value is not None:
         return flag, value
-    if variable in env:
+    if env.get(variable):
         return f"env {variable}", env[variable]
     return flag, default
 

@@ -12,6 +12,7 @@ import ipaddress
 import math
 import re
 from collections.abc import Iterable
+from urllib.parse import quote
 
 from fastgw.config.errors import Invalid
 
@@ -233,7 +234,22 @@ def _check_path_text(value: object, what: str, example: str) -> str:
     if bad:
         raise Invalid(f"{what} {value!r} contains {bad.group()!r}",
                       "paths cannot hold spaces, control characters, '?' or '#'; queries are not matched")
+    if not value.isascii():
+        # The router compares raw request bytes, and clients percent-encode
+        # non-ASCII: a literal `/café` would never match anything.
+        raise Invalid(f"{what} {value!r} has non-ASCII characters",
+                      f"write it percent-encoded as clients send it: {percent_encode_path(value)}")
     return value
+
+
+# Characters a path keeps as they are: RFC 3986 pchar, `/`, an existing `%XX`
+# escape, and the braces of {params}.
+_PATH_SAFE = "/%{}:@!$&'()*+,;=-._~"
+
+
+def percent_encode_path(path: str) -> str:
+    """`/café` -> `/caf%C3%A9`, as a client puts it on the wire."""
+    return quote(path, safe=_PATH_SAFE)
 
 
 def parse_path(value: object, *, what: str, allow_params: bool) -> tuple[str, tuple[str, ...]]:

@@ -216,6 +216,18 @@ def test_routes_host_flag_overrides_the_url(run_cli, routing_config):
     assert "route:    me (routes[1])" in result.stdout
 
 
+def test_routes_percent_encodes_the_path_like_a_client(run_cli, write_config):
+    path = write_config("""
+        clusters: {users: {endpoints: [http://127.0.0.1:9001]}}
+        routes:
+          - {match: {path: "/caf%C3%A9/{item}"}, cluster: users}
+        """)
+    result = run_cli("routes", "--config", str(path), "GET", "/café/au lait")
+    assert result.returncode == 0, result.stdout
+    assert "request: GET /caf%C3%A9/au%20lait  host:" in result.stdout
+    assert "params:   item=au%20lait" in result.stdout
+
+
 def test_routes_method_not_allowed(run_cli, write_config):
     path = write_config("""
         clusters: {users: {endpoints: [http://127.0.0.1:9001]}}

@@ -236,6 +236,7 @@ def test_route_needs_match(config_errors, find_error):
     ("prefix", "/api/{version}", "prefix '/api/{version}' contains a {param}", "prefixes match literally"),
     ("path", "/search?q=1", "contains '?'", "queries are not matched"),
     ("path", "/a/../b", "has a '..' segment", "could never match"),
+    ("prefix", "/café", "prefix '/café' has non-ASCII characters", "as clients send it: /caf%C3%A9"),
 ])
 def test_bad_route_paths(config_errors, find_error, key, value, problem, hint):
     source, errors = config_errors(routes_config(f"  - match: {{{key}: \"{value}\"}}\n    cluster: users\n"))

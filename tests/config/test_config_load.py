@@ -195,6 +195,11 @@ def test_env_workers(write_config, minimal, value, workers):
     assert config.server.workers == workers
 
 
+def test_empty_env_variables_count_as_unset(write_config, minimal):
+    config = load(write_config(minimal + "server: {workers: 2}\n"), env={"FASTGW_WORKERS": "", "FASTGW_LISTEN": ""})
+    assert (config.server.workers, config.listeners[0].port) == (2, 8080)
+
+
 def test_os_environ_is_the_default(write_config, minimal, monkeypatch):
     monkeypatch.setenv("FASTGW_WORKERS", "5")
     assert load(write_config(minimal)).server.workers == 5
