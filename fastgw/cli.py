@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 from fastgw import __version__
@@ -20,6 +21,12 @@ from fastgw.config import Config, ConfigError, from_command_line, load, with_wor
 from fastgw.config.errors import Invalid
 from fastgw.config.model import HeaderOps, Route
 from fastgw.config.schema import format_address, parse_duration, parse_workers, percent_encode_path
+
+if TYPE_CHECKING:  # the real import is deferred: it needs the native router
+    from fastgw.proxy.routing import RouteTable
+
+T = TypeVar("T")
+Params = tuple[tuple[str, bytes], ...] | None  # RouteTable.match()'s bound {params}
 
 EXIT_OK = 0
 EXIT_CONFIG_ERROR = 1
@@ -37,9 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # --- argument parsing ------------------------------------------------------
 
-def _flag_type(parse):  # type: ignore[no-untyped-def]
+def _flag_type(parse: Callable[[str], T]) -> Callable[[str], T]:
     """An argparse `type=` from a config value parser, so flags and YAML agree."""
-    def convert(text: str):  # type: ignore[no-untyped-def]
+    def convert(text: str) -> T:
         try:
             return parse(text)
         except Invalid as invalid:
@@ -190,7 +197,7 @@ def _split_request_url(url: str, parser: argparse.ArgumentParser) -> tuple[str |
     return parts.netloc.rpartition("@")[2], parts.path or "/", parts.query
 
 
-def _print_no_route(table, host: bytes | None, path: bytes) -> None:  # type: ignore[no-untyped-def]
+def _print_no_route(table: RouteTable, host: bytes | None, path: bytes) -> None:
     allowed = table.allowed_methods(host, path)
     if allowed:
         print(f"no route: 405 Method Not Allowed (Allow: {', '.join(allowed)})")
@@ -198,7 +205,7 @@ def _print_no_route(table, host: bytes | None, path: bytes) -> None:  # type: ig
         print("no route: 404 Not Found")
 
 
-def _print_route(config: Config, route: Route, params, method: str, upstream: str) -> None:  # type: ignore[no-untyped-def]
+def _print_route(config: Config, route: Route, params: Params, method: str, upstream: str) -> None:
     match = route.match
     cluster = config.clusters[route.cluster]
     pattern = match.prefix if match.prefix is not None else match.path
@@ -218,7 +225,7 @@ def _print_route(config: Config, route: Route, params, method: str, upstream: st
           f"idle {_seconds(timeouts.idle)}, websocket_idle {_seconds(timeouts.websocket_idle)} ({source})")
 
 
-def _format_params(params) -> str:  # type: ignore[no-untyped-def]
+def _format_params(params: Params) -> str:
     if not params:
         return "(none)"
     return ", ".join(f"{name}={value.decode('utf-8', 'replace')}" for name, value in params)
@@ -254,7 +261,7 @@ def _seconds(value: float) -> str:
     return f"{value:g}s"
 
 
-def _print_candidates(table, host: bytes | None, method: str, path: bytes, chosen: Route) -> None:  # type: ignore[no-untyped-def]
+def _print_candidates(table: RouteTable, host: bytes | None, method: str, path: bytes, chosen: Route) -> None:
     print()
     print(f"candidates for {method}, in priority order:")
     for rank, (route, reason) in enumerate(table.candidates(host, method.encode("ascii"), path), start=1):

@@ -39,9 +39,10 @@ def build(document: object, errors: ErrorList, env: Mapping[str, str]) -> Config
     if not isinstance(document, dict):
         problem = "the file is empty" if document is None else f"expected a mapping at the top, got {describe(document)}"
         errors.add("(top level)", problem, f"a config is a mapping with {', '.join(TOP_LEVEL_KEYS)}; {EXAMPLE_HINT}")
-        errors.raise_if_any()
+        raise ConfigError(errors.lines)
     top = Section(document, "", errors, TOP_LEVEL_KEYS, misplaced=SERVER_KEY_HOMES)
-    # Read in file order so that errors are listed in the order a user fixes them.
+    # Sections are read in the example file's order, so errors come out roughly
+    # top to bottom, the order a user fixes them in.
     listeners = read_listeners(top)
     server = read_server(top)
     clusters = read_clusters(top)
