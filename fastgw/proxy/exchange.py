@@ -33,6 +33,10 @@ REPLAY_LIMIT = 64 * 1024
 # Request body buffered while the upstream connection is being set up.
 CONNECT_BUFFER_LIMIT = 256 * 1024
 
+# What an armed deadline means.
+_WAIT_HEAD = 1   # response_header timeout: waiting for the upstream's status line
+_WAIT_IDLE = 2   # idle timeout: a body in flight has stalled
+
 _CHUNK_END = b"0\r\n\r\n"
 _CRLF = b"\r\n"
 
@@ -42,8 +46,9 @@ class Exchange:
         "client", "plan", "method", "info", "request_id", "keep_alive", "http11",
         "early_tunnel_data", "upstream", "pool", "pending_out", "pending_bytes", "sent",
         "retried", "request_done", "response_done", "response_started", "framing",
-        "upstream_framing", "body_bytes", "timer", "upgraded", "is_head", "local_reply",
+        "upstream_framing", "body_bytes", "upgraded", "is_head", "local_reply",
         "finished", "continue_sent", "upstream_keep_alive", "upstream_paused", "counted",
+        "deadline_slot", "deadline_kind",
     )
 
     def __init__(self, client, method, info, request_id, keep_alive, http11):
@@ -68,7 +73,6 @@ class Exchange:
         self.framing = FRAMING_NONE
         self.upstream_framing = FRAMING_NONE
         self.body_bytes = 0
-        self.timer = None
         self.upgraded = False
         self.local_reply = None
         self.finished = False
@@ -76,6 +80,8 @@ class Exchange:
         self.upstream_keep_alive = False
         self.upstream_paused = False
         self.counted = False
+        self.deadline_slot = None   # armed in the worker's Deadlines wheel
+        self.deadline_kind = 0
 
     # ------------------------------------------------------------------ setup
     def proxy_to(self, plan, head):
@@ -173,6 +179,8 @@ class Exchange:
         self.client.upstream_attached(self)
         if self.request_done:
             self._arm_response_timer()
+        else:
+            self._arm_idle_timer()  # the client is still sending its body
 
     def upstream_connect_failed(self, error):
         if self.finished:
@@ -303,39 +311,37 @@ class Exchange:
 
     # ----------------------------------------------------------------- timers
     def _arm_response_timer(self):
-        self._cancel_timer()
-        self.timer = self.client.loop.call_later(
-            self.plan.timeouts.response_header, self._response_timeout)
-
-    def _response_timeout(self):
-        self.timer = None
-        if self.finished or self.response_started:
-            return
-        self._drop_upstream(self.upstream)
-        self.fail(ProxyError(504, "upstream_timeout",
-                             f"no response head from {self.pool.endpoint.address} within "
-                             f"{self.plan.timeouts.response_header:g}s"))
+        self.deadline_kind = _WAIT_HEAD
+        self.client.gateway.deadlines.arm(self, self.plan.timeouts.response_header)
 
     def _arm_idle_timer(self):
-        self.timer = self.client.loop.call_later(self.plan.timeouts.idle, self._idle_check)
+        self.deadline_kind = _WAIT_IDLE
+        self.client.gateway.deadlines.arm(self, self.plan.timeouts.idle)
 
-    def _idle_check(self):
-        """Mid-body: abort when neither side moved a byte for `idle` seconds."""
-        self.timer = None
+    def _cancel_timer(self):
+        if self.deadline_slot is not None:
+            self.deadline_slot.discard(self)
+            self.deadline_slot = None
+
+    def deadline_passed(self):
         if self.finished or self.response_done:
             return
+        if self.deadline_kind == _WAIT_HEAD:
+            if self.response_started:
+                return
+            self._drop_upstream(self.upstream)
+            self.fail(ProxyError(504, "upstream_timeout",
+                                 f"no response head from {self.pool.endpoint.address} within "
+                                 f"{self.plan.timeouts.response_header:g}s"))
+            return
+        # Mid-body: abort when neither side moved a byte for `idle` seconds.
         idle = self.plan.timeouts.idle
-        quiet = self.client.loop.time() - self.client.last_activity
+        quiet = self.client.gateway.deadlines.now - self.client.last_activity
         if quiet < idle:
-            self.timer = self.client.loop.call_later(idle - quiet, self._idle_check)
+            self.client.gateway.deadlines.arm(self, idle - quiet)
             return
         self._drop_upstream(self.upstream)
         self.abort()
-
-    def _cancel_timer(self):
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
 
     # ---------------------------------------------------------------- helpers
     def _send_upstream(self, *parts):

@@ -13,6 +13,7 @@ import sys
 
 from fastgw._native.headers import HeaderRewrite, RequestIds
 from fastgw.config.model import Config, Route
+from fastgw.proxy.deadlines import Deadlines
 from fastgw.proxy.routing import RouteTable
 from fastgw.upstream.pool import ClusterRuntime
 
@@ -63,6 +64,7 @@ class Gateway:
                                            config.route_timeouts(route), self.routes)
         self.plans = plans
         self.request_ids = RequestIds()
+        self.deadlines = Deadlines(loop)
         self.connections = set()
         self.draining = False
         self.tunnels = 0
@@ -109,6 +111,7 @@ class Gateway:
                 for conn in list(self.connections):
                     conn.transport.abort()
         self._sweeper.cancel()
+        self.deadlines.close()
         for cluster in self.clusters.values():
             for pool in cluster.pools:
                 pool.close_idle()

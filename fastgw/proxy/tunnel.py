@@ -38,7 +38,7 @@ class Tunnel:
         self.upstream.transport.write(data)
 
     def from_upstream(self, data):
-        self.last_activity = self.client.loop.time()
+        self.last_activity = self.client.gateway.deadlines.now
         self.client.transport.write(data)
 
     # Backpressure: the writer that is full pauses the reader on the other side.

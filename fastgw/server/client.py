@@ -47,7 +47,7 @@ class ClientConnection(asyncio.Protocol):
         "gateway", "loop", "transport", "parser", "peer_ip", "url", "headers",
         "head_bytes", "head_seen", "in_head", "current", "pending", "parsing",
         "paused", "write_paused", "corked", "out", "closed", "last_activity",
-        "idle_deadline", "timer", "tunnel", "lingering", "advancing", "upgrading",
+        "deadline_slot", "timer", "tunnel", "lingering", "advancing", "upgrading",
     )
 
     def __init__(self, gateway):
@@ -70,8 +70,8 @@ class ClientConnection(asyncio.Protocol):
         self.out = []
         self.closed = False
         self.last_activity = 0.0
-        self.idle_deadline = 0.0
-        self.timer = None
+        self.deadline_slot = None  # armed in the worker's Deadlines wheel when idle
+        self.timer = None          # lingering close only
         self.tunnel = None
         self.lingering = False
         self.advancing = False
@@ -84,11 +84,11 @@ class ClientConnection(asyncio.Protocol):
         if peer:
             self.peer_ip = peer[0].encode()
         self.gateway.connections.add(self)
-        self.last_activity = self.loop.time()
+        self.last_activity = self.gateway.deadlines.now
         self._watch_idle(self.gateway.settings.client_header_timeout)
 
     def data_received(self, data):
-        self.last_activity = self.loop.time()
+        self.last_activity = self.gateway.deadlines.now
         if self.tunnel is not None:
             self.tunnel.from_client(data)
             return
@@ -129,6 +129,7 @@ class ClientConnection(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        self.gateway.deadlines.disarm(self)
         if self.tunnel is not None:
             self.tunnel.client_lost()
         if self.current is not None:
@@ -413,7 +414,7 @@ class ClientConnection(asyncio.Protocol):
             self.transport.writelines(parts)
 
     def touch(self):
-        self.last_activity = self.loop.time()
+        self.last_activity = self.gateway.deadlines.now
 
     def abort(self):
         """Close now: a response was cut short (the client sees a short body)."""
@@ -428,30 +429,22 @@ class ClientConnection(asyncio.Protocol):
         self._resume(PAUSE_CLOSING | PAUSE_PIPELINE | PAUSE_UPSTREAM)
         if self.transport.can_write_eof():
             self.transport.write_eof()
-        if self.timer is not None:
-            self.timer.cancel()
+        self._watch_busy()
         self.timer = self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
-    # -- timeouts: one timer per connection, re-armed lazily -------------------
+    # -- timeouts: idle keep-alive and slow request heads ----------------------
     def _watch_idle(self, timeout):
         """Idle or reading a head: close if nothing completes within `timeout`."""
-        self.idle_deadline = self.loop.time() + timeout
-        if self.timer is None:
-            self.timer = self.loop.call_at(self.idle_deadline, self._on_timer)
+        self.gateway.deadlines.arm(self, timeout)
 
     def _watch_busy(self):
-        self.idle_deadline = 0.0  # exchanges keep their own timers
+        """An exchange is in flight: it keeps its own deadlines."""
+        if self.deadline_slot is not None:
+            self.deadline_slot.discard(self)
+            self.deadline_slot = None
 
-    def _on_timer(self):
-        self.timer = None
-        if self.closed or self.lingering:
-            return
-        deadline = self.idle_deadline
-        if deadline == 0.0:
-            return
-        now = self.loop.time()
-        if now < deadline:
-            self.timer = self.loop.call_at(deadline, self._on_timer)
+    def deadline_passed(self):
+        if self.closed or self.lingering or self.current is not None or self.tunnel is not None:
             return
         if self.in_head:
             # A head that started but never finished: tell the client why.

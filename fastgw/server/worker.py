@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import os
 import signal
 
 import uvloop
@@ -32,10 +33,18 @@ def run_worker(config, sockets, index: int) -> int:
     _die_with_parent()
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
+    profile_to = os.environ.get("FASTGW_PROFILE")
+    if profile_to:  # a developer's switch: cProfile this worker until it exits
+        import cProfile
+        profiler = cProfile.Profile()
+        profiler.enable()
     try:
         return loop.run_until_complete(_serve(loop, config, sockets, index))
     finally:
         loop.close()
+        if profile_to:
+            profiler.disable()
+            profiler.dump_stats(f"{profile_to}.{index}")
 
 
 async def _serve(loop, config, sockets, index: int) -> int:
