@@ -255,27 +255,36 @@ def _check_unique_names(errors: ErrorList, routes: list[Route]) -> None:
 
 
 def _check_no_duplicate_matches(errors: ErrorList, routes: list[Route]) -> None:
-    """Two routes with the same host and pattern whose methods overlap: the
-    later one can never be chosen for those methods, which is always a mistake."""
+    """Two routes with the same host and pattern where the earlier one takes
+    some of the later one's methods: the router always picks the earlier, so
+    the later route is dead for those methods, which is always a mistake."""
     seen: dict[tuple[str | None, str, str], list[Route]] = {}
     for route in routes:
         match = route.match
         key = (match.host, match.kind, pattern_key(match.prefix if match.prefix is not None else match.path or ""))
         for earlier in seen.get(key, []):
-            overlap = _overlapping_methods(earlier.match.methods, match.methods)
-            if overlap:
+            shadowed = _shadowed_methods(earlier.match.methods, match.methods)
+            if shadowed:
                 errors.add(f"routes[{route.index}].match",
                            f"duplicates routes[{earlier.index}] {earlier.name!r}: same host and "
-                           f"{match.kind} pattern, {overlap}",
+                           f"{match.kind} pattern, {shadowed}",
                            f"routes[{route.index}] could never match those requests; "
                            "change its host, pattern or methods, or delete one of them")
                 break
         seen.setdefault(key, []).append(route)
 
 
-def _overlapping_methods(first: tuple[str, ...] | None, second: tuple[str, ...] | None) -> str:
-    """A description of the shared methods, or "" when they are disjoint."""
-    if first is None and second is None:
-        return "both allow any method"
-    shared = [method for method in (second or first or ()) if first is None or second is None or method in first]
+def _shadowed_methods(earlier: tuple[str, ...] | None, later: tuple[str, ...] | None) -> str:
+    """Which of the later route's methods the earlier one takes first, described;
+    "" when none.
+
+    An explicit method list followed by a method-less route on the same pattern
+    is not a duplicate: it is the usual "these methods go here, every other
+    method goes there" split, and the later route is reachable.
+    """
+    if earlier is None:
+        return "both allow any method" if later is None else "and the earlier one already takes any method"
+    if later is None:
+        return ""
+    shared = [method for method in later if method in earlier]
     return f"both allow {', '.join(shared)}" if shared else ""

@@ -306,9 +306,18 @@ def test_duplicate_routes_name_both_indexes(config_errors, find_error):
 def test_duplicate_catch_all_prefix(config_errors, find_error):
     source, errors = config_errors(routes_config("""\
   - {match: {prefix: /}, cluster: users}
-  - {match: {prefix: /, methods: [GET]}, cluster: users}
+  - {match: {prefix: /}, cluster: users}
 """))
-    find_error(errors, source, "routes[1].match", "duplicates routes[0]", "both allow GET")
+    find_error(errors, source, "routes[1].match", "duplicates routes[0] 'route-0'", "both allow any method")
+
+
+def test_method_less_route_after_a_method_list_is_shadowed(config_errors, find_error):
+    source, errors = config_errors(routes_config("""\
+  - {name: any, match: {prefix: /ord}, cluster: users}
+  - {name: get, match: {prefix: /ord, methods: [GET]}, cluster: users}
+"""))
+    find_error(errors, source, "routes[1].match", "duplicates routes[0] 'any'", "already takes any method",
+               "routes[1] could never match")
 
 
 def test_routes_differing_in_methods_or_host_are_not_duplicates(write_config):
@@ -319,6 +328,15 @@ def test_routes_differing_in_methods_or_host_are_not_duplicates(write_config):
   - {match: {prefix: /users}, cluster: users}
 """))
     assert len(load(path, env={}).routes) == 4
+
+
+def test_method_list_then_catch_all_fallback_is_allowed(write_config):
+    # GET goes to the first route, every other method to the second: both are reachable.
+    path = write_config(routes_config("""\
+  - {match: {prefix: /dup, methods: [GET]}, cluster: users}
+  - {match: {prefix: /dup}, cluster: users}
+"""))
+    assert len(load(path, env={}).routes) == 2
 
 
 # --- routes: upstream path -------------------------------------------------
