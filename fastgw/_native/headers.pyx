@@ -331,12 +331,15 @@ cdef inline bint _dropped(bytes name, HeaderRewrite rw, frozenset conn_tokens):
 
 
 def build_request_head(bytes method, bytes target, list headers, MessageInfo info,
-                       HeaderRewrite rw, bytes client_ip, bytes request_id):
+                       HeaderRewrite rw, bytes client_ip, bytes request_id,
+                       bytes default_host):
     """The upstream request head: one bytes object, ready for one write.
 
     Host is passed through; X-Forwarded-For gets the client address appended;
     X-Forwarded-Proto and X-Forwarded-Host are written by the gateway (it is the
     edge, so client-sent values are not trusted); X-Request-ID is the request's id.
+    An HTTP/1.0 request without Host gets `default_host` (the upstream request is
+    HTTP/1.1, where Host is mandatory).
     """
     cdef list out = [method, b" ", target, b" HTTP/1.1\r\n"]
     cdef tuple pair
@@ -367,6 +370,10 @@ def build_request_head(bytes method, bytes target, list headers, MessageInfo inf
         # Hop-by-hop headers, X-Forwarded-Proto/Host and X-Request-ID are written
         # below. Expect is answered by the gateway itself (it sends 100 Continue
         # once the upstream connection is up), so it is not forwarded.
+    if info.host is None:
+        out.append(b"Host: ")
+        out.append(default_host)
+        out.append(b"\r\n")
     if info.chunked:
         out.append(b"Transfer-Encoding: chunked\r\n")
     if info.websocket:
@@ -419,7 +426,8 @@ cpdef bytes status_line(int status, bytes reason=None):
 
 
 def build_response_head(int status, bytes reason, list headers, MessageInfo info,
-                        HeaderRewrite rw, bytes request_id, int framing, bint keep_alive):
+                        HeaderRewrite rw, bytes request_id, int framing, bint keep_alive,
+                        bint http10_client=False):
     """The client response head: hop-by-hop dropped, route rules applied,
     framing re-declared (`framing` is what the gateway will send), and
     X-Request-ID added when the upstream did not send one."""
@@ -460,6 +468,8 @@ def build_response_head(int status, bytes reason, list headers, MessageInfo info
         out.append(b"Connection: upgrade\r\nUpgrade: websocket\r\n")
     elif not keep_alive:
         out.append(b"Connection: close\r\n")
+    elif http10_client:
+        out.append(b"Connection: keep-alive\r\n")  # 1.0 closes unless told otherwise
     out.append(b"\r\n")
     return b"".join(out)
 

@@ -226,7 +226,7 @@ class Exchange:
         self.response_started = True
         self.client.send(build_response_head(
             status, reason, headers, info, self.plan.response_rewrite, self.request_id,
-            framing, self.keep_alive))
+            framing, self.keep_alive, not self.http11))
         if self.upstream_framing == FRAMING_NONE:
             # No body follows (HEAD, 204, 304). llhttp cannot be told a response
             # answers HEAD, so the connection gets a fresh parser for the next one.

@@ -28,12 +28,14 @@ class RoutePlan:
     timeouts and the upstream path rewrite."""
 
     __slots__ = ("route", "cluster", "request_rewrite", "response_rewrite", "timeouts",
-                 "upstream_path")
+                 "upstream_path", "default_host")
 
     def __init__(self, route: Route, cluster: ClusterRuntime, timeouts, table: RouteTable):
         self.route = route
         self.cluster = cluster
         self.timeouts = timeouts
+        # Host for requests that came without one (HTTP/1.0): the first endpoint.
+        self.default_host = cluster.config.endpoints[0].address.encode()
         req, resp = route.request_headers, route.response_headers
         self.request_rewrite = HeaderRewrite(add=req.add, set=req.set, remove=req.remove)
         self.response_rewrite = HeaderRewrite(add=resp.add, set=resp.set, remove=resp.remove)

@@ -118,10 +118,10 @@ class ClientConnection(asyncio.Protocol):
             self.uncork()
 
     def eof_received(self):
-        # A half-closed client may still be waiting for its responses.
-        if self.current is None and not self.pending:
-            return False
-        return True
+        # Like nginx (proxy_ignore_client_abort off): a client that closes its
+        # side has gone away; in-flight exchanges are abandoned at once rather
+        # than streamed into a socket nobody reads.
+        return False
 
     def connection_lost(self, exc):
         self.closed = True
@@ -264,7 +264,8 @@ class ClientConnection(asyncio.Protocol):
             ex.keep_alive = False
         target = plan.upstream_path(path, params) + query
         ex.proxy_to(plan, build_request_head(method, target, self.headers, info,
-                                             plan.request_rewrite, self.peer_ip, ex.request_id))
+                                             plan.request_rewrite, self.peer_ip, ex.request_id,
+                                             plan.default_host))
 
     # -- the queue of exchanges -----------------------------------------------
     def _enqueue(self, ex):
