@@ -57,8 +57,11 @@ Methods
 
 `match()` returns `(target, params)` or None; `params` is None when the
 winning route has no parameters, else a tuple of `(name: str, value: bytes)`
-pairs in path order. It costs one dict lookup per host tier and per path
-segment, not per route, so 10,000 routes match about as fast as 10.
+pairs in path order. Its cost does not depend on the number of routes: one
+dict lookup maps the raw Host to its tiers (a cache of at most 1024 hosts,
+emptied when full), then in each tier tried an exact-path lookup and a walk
+down the tries with one dict lookup per segment visited (a node with a single
+child compares it in place), so 10,000 routes match about as fast as 10.
 
 `allowed_methods()` (for choosing 405 over 404 on a miss) returns the sorted
 union of the explicit methods of every route matching the host and path.
@@ -66,7 +69,7 @@ Routes with `methods=None` add nothing: if one matches the host and path,
 `match()` cannot miss on it. `candidates()` lists every route matching the
 host and path, whatever the method, in priority order; both are slow paths.
 """
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from libc.string cimport memchr, memcmp
@@ -181,6 +184,11 @@ cdef inline Py_ssize_t _segment_end(bytes path, Py_ssize_t pos, Py_ssize_t n) no
     return n if slash == NULL else slash - s
 
 
+cdef inline bytes _slice(bytes data, Py_ssize_t start, Py_ssize_t end):
+    """data[start:end] without the generic slice machinery; 0 <= start <= end <= len."""
+    return PyBytes_FromStringAndSize(PyBytes_AS_STRING(data) + start, end - start)
+
+
 cdef inline _Node _static_child(_Node node, bytes path, Py_ssize_t pos, Py_ssize_t end):
     """The static child for the segment path[pos:end], or None. A lone child is
     compared in place; otherwise the segment is sliced for the dict lookup."""
@@ -193,7 +201,7 @@ cdef inline _Node _static_child(_Node node, bytes path, Py_ssize_t pos, Py_ssize
         return None
     if node.children is None:
         return None
-    return <_Node>node.children.get(path[pos:end])
+    return <_Node>node.children.get(_slice(path, pos, end))
 
 
 cdef object _params(tuple names, bytes path, Py_ssize_t* starts, Py_ssize_t* ends, int count):
@@ -204,7 +212,7 @@ cdef object _params(tuple names, bytes path, Py_ssize_t* starts, Py_ssize_t* end
         return None
     params = PyTuple_New(count)
     for i in range(count):
-        pair = (names[i], path[starts[i]:ends[i]])
+        pair = (names[i], _slice(path, starts[i], ends[i]))
         Py_INCREF(pair)
         PyTuple_SET_ITEM(params, i, pair)
     return params
