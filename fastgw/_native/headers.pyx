@@ -41,11 +41,11 @@ DEF H_X_FORWARDED_HOST = 12
 DEF H_X_REQUEST_ID = 13
 DEF H_EXPECT = 14
 
-# Framing of a message body, shared with the Python layer.
-FRAMING_NONE = 0      # no body (GET without CL, 204, 304, HEAD response)
-FRAMING_LENGTH = 1    # Content-Length
-FRAMING_CHUNKED = 2   # Transfer-Encoding: chunked
-FRAMING_CLOSE = 3     # response delimited by connection close
+# Framing of a message body (values in headers.pxd), for Python callers too.
+FRAMING_NONE = F_NONE
+FRAMING_LENGTH = F_LENGTH
+FRAMING_CHUNKED = F_CHUNKED
+FRAMING_CLOSE = F_CLOSE
 
 
 cdef inline unsigned char _lower(unsigned char c) noexcept nogil:
@@ -149,21 +149,10 @@ cdef frozenset _connection_tokens(list values):
 
 
 cdef class MessageInfo:
-    """What `scan_request` / `scan_response` learnt about one message head."""
-    cdef public int error_status        # 0: fine; else the status to answer with
-    cdef public str error_code
-    cdef public str error_message
-    cdef public bytes host              # request: the Host value (None if absent)
-    cdef public long long content_length  # -1: no Content-Length
-    cdef public bint chunked
-    cdef public bint keep_alive
-    cdef public bint expect_continue
-    cdef public bint websocket          # Upgrade: websocket with Connection: upgrade
-    cdef public bint upgrade            # any Upgrade header with Connection: upgrade
-    cdef public bytes request_id
-    cdef public frozenset connection_tokens  # None when Connection lists only close/keep-alive/upgrade
+    """What `scan_request` / `scan_response` learnt about one message head
+    (fields in headers.pxd)."""
 
-    cdef _fail(self, int status, str code, str message):
+    cdef void _fail(self, int status, str code, str message):
         if self.error_status == 0:
             self.error_status = status
             self.error_code = code
@@ -190,7 +179,7 @@ cdef void _apply_connection(MessageInfo info, list conn_values, bint http11):
     info.upgrade = b"upgrade" in tokens
 
 
-def scan_request(list headers, bint http11):
+cpdef MessageInfo scan_request(list headers, bint http11):
     """Validate and summarise a request head (framing llhttp left to us)."""
     cdef MessageInfo info = MessageInfo.__new__(MessageInfo)
     cdef tuple pair
@@ -244,7 +233,7 @@ def scan_request(list headers, bint http11):
     return info
 
 
-def scan_response(list headers, bint http11):
+cpdef MessageInfo scan_response(list headers, bint http11):
     """Validate and summarise an upstream response head.
 
     Framing that could be read two ways becomes an error (the caller answers 502):
@@ -288,13 +277,6 @@ cdef class HeaderRewrite:
     Names are given lower-case. `lengths` lets the builder skip lower-casing any
     header whose name length no rule mentions.
     """
-    cdef readonly frozenset drop        # names removed or replaced
-    cdef readonly tuple set_pairs
-    cdef readonly tuple add_pairs
-    cdef readonly bytes appended        # set + add, pre-serialised
-    cdef readonly frozenset lengths
-    cdef readonly bint empty
-
     def __init__(self, add=(), set=(), remove=()):
         cdef list out = []
         self.set_pairs = tuple((bytes(n).lower(), bytes(v)) for n, v in set)
@@ -330,9 +312,9 @@ cdef inline bint _dropped(bytes name, HeaderRewrite rw, frozenset conn_tokens):
     return False
 
 
-def build_request_head(bytes method, bytes target, list headers, MessageInfo info,
-                       HeaderRewrite rw, bytes client_ip, bytes request_id,
-                       bytes default_host):
+cpdef bytes build_request_head(bytes method, bytes target, list headers, MessageInfo info,
+                               HeaderRewrite rw, bytes client_ip, bytes request_id,
+                               bytes default_host):
     """The upstream request head: one bytes object, ready for one write.
 
     Host is passed through; X-Forwarded-For gets the client address appended;
@@ -425,9 +407,9 @@ cpdef bytes status_line(int status, bytes reason=None):
     return line
 
 
-def build_response_head(int status, bytes reason, list headers, MessageInfo info,
-                        HeaderRewrite rw, bytes request_id, int framing, bint keep_alive,
-                        bint http10_client=False):
+cpdef bytes build_response_head(int status, bytes reason, list headers, MessageInfo info,
+                                HeaderRewrite rw, bytes request_id, int framing, bint keep_alive,
+                                bint http10_client=False):
     """The client response head: hop-by-hop dropped, route rules applied,
     framing re-declared (`framing` is what the gateway will send), and
     X-Request-ID added when the upstream did not send one."""
@@ -477,13 +459,11 @@ def build_response_head(int status, bytes reason, list headers, MessageInfo info
 cdef class RequestIds:
     """Request ids unique across workers and restarts: a random per-process
     prefix and a counter. Cheaper than uuid4 and just as unique for tracing."""
-    cdef bytes prefix
-    cdef unsigned long long counter
 
     def __init__(self):
         self.prefix = os.urandom(6).hex().encode() + b"-"
         self.counter = 0
 
-    def next(self):
+    cpdef bytes next(self):
         self.counter += 1
         return self.prefix + (b"%08x" % self.counter)

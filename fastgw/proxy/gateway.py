@@ -11,9 +11,10 @@ import functools
 import logging
 import sys
 
+from fastgw._native.deadlines import Deadlines
 from fastgw._native.headers import HeaderRewrite, RequestIds
+from fastgw._native.proxy import GatewayCore, RoutePlan
 from fastgw.config.model import Config, Route
-from fastgw.proxy.deadlines import Deadlines
 from fastgw.proxy.routing import RouteTable
 from fastgw.upstream.pool import ClusterRuntime
 
@@ -23,47 +24,50 @@ log = logging.getLogger("fastgw")
 POOL_SWEEP_INTERVAL = 1.0
 
 
-class RoutePlan:
+def make_route_plan(route: Route, cluster: ClusterRuntime, timeouts, table: RouteTable) -> RoutePlan:
     """What a matched route does, compiled once: cluster, header programs,
-    timeouts and the upstream path rewrite."""
-
-    __slots__ = ("route", "cluster", "request_rewrite", "response_rewrite", "timeouts",
-                 "upstream_path", "default_host")
-
-    def __init__(self, route: Route, cluster: ClusterRuntime, timeouts, table: RouteTable):
-        self.route = route
-        self.cluster = cluster
-        self.timeouts = timeouts
-        # Host for requests that came without one (HTTP/1.0): the first endpoint.
-        self.default_host = cluster.config.endpoints[0].address.encode()
-        req, resp = route.request_headers, route.response_headers
-        self.request_rewrite = HeaderRewrite(add=req.add, set=req.set, remove=req.remove)
-        self.response_rewrite = HeaderRewrite(add=resp.add, set=resp.set, remove=resp.remove)
-        if route.strip_prefix is None and route.rewrite_path is None:
-            self.upstream_path = _same_path
-        else:
-            self.upstream_path = functools.partial(table.upstream_path, route)
+    timeouts and the upstream path rewrite (None when the path is unchanged)."""
+    plan = RoutePlan()
+    plan.route = route
+    plan.cluster = cluster
+    plan.response_header_timeout = timeouts.response_header
+    plan.idle_timeout = timeouts.idle
+    plan.websocket_idle_timeout = timeouts.websocket_idle
+    req, resp = route.request_headers, route.response_headers
+    plan.request_rewrite = HeaderRewrite(add=req.add, set=req.set, remove=req.remove)
+    plan.response_rewrite = HeaderRewrite(add=resp.add, set=resp.set, remove=resp.remove)
+    if route.strip_prefix is not None or route.rewrite_path is not None:
+        plan.rewrite = functools.partial(table.upstream_path, route)
+    # Host for requests that came without one (HTTP/1.0): the first endpoint.
+    plan.default_host = cluster.config.endpoints[0].address.encode()
+    return plan
 
 
-def _same_path(path, params):
-    return path
+class Gateway(GatewayCore):
+    """The worker's runtime. The typed fields read per request are declared in
+    the native `GatewayCore`; the rest is plain Python."""
 
-
-class Gateway:
     def __init__(self, config: Config, loop):
         self.config = config
         self.loop = loop
-        self.settings = config.server
-        self.limits = config.server.limits
-        self.max_body_bytes = self.limits.max_body_bytes
+        self.settings = settings = config.server
+        limits = settings.limits
+        self.max_body_bytes = limits.max_body_bytes
+        self.max_uri_bytes = limits.max_uri_bytes
+        self.max_header_bytes = limits.max_header_bytes
+        self.max_header_count = limits.max_header_count
         # Request line + headers + CRLFs: the bound on a whole request head.
-        self.max_head_bytes = self.limits.max_header_bytes + self.limits.max_uri_bytes + 1024
+        self.max_head_bytes = limits.max_header_bytes + limits.max_uri_bytes + 1024
+        self.client_header_timeout = settings.client_header_timeout
+        self.keepalive_timeout = settings.keepalive_timeout
         self.routes = RouteTable(config)
+        self.route_match = self.routes.match
+        self.allowed_methods = self.routes.allowed_methods
         self.clusters = {name: ClusterRuntime(loop, c) for name, c in config.clusters.items()}
         plans = [None] * (max((r.index for r in config.routes), default=-1) + 1)
         for route in config.routes:
-            plans[route.index] = RoutePlan(route, self.clusters[route.cluster],
-                                           config.route_timeouts(route), self.routes)
+            plans[route.index] = make_route_plan(route, self.clusters[route.cluster],
+                                                 config.route_timeouts(route), self.routes)
         self.plans = plans
         self.request_ids = RequestIds()
         self.deadlines = Deadlines(loop)

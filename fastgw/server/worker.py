@@ -11,7 +11,7 @@ import signal
 import uvloop
 
 from fastgw.proxy.gateway import Gateway
-from fastgw.server.client import ClientConnection
+from fastgw._native.proxy import ClientConnection
 
 log = logging.getLogger("fastgw")
 

@@ -1,0 +1,52 @@
+# Declarations shared with fastgw/_native/proxy.pyx, which calls these
+# without going through Python.
+
+cdef enum Framing:
+    F_NONE = 0      # no body (GET without CL, 204, 304, HEAD response)
+    F_LENGTH = 1    # Content-Length
+    F_CHUNKED = 2   # Transfer-Encoding: chunked
+    F_CLOSE = 3     # response delimited by connection close
+
+
+cdef class MessageInfo:
+    cdef public int error_status        # 0: fine; else the status to answer with
+    cdef public str error_code
+    cdef public str error_message
+    cdef public bytes host              # request: the Host value (None if absent)
+    cdef public long long content_length  # -1: no Content-Length
+    cdef public bint chunked
+    cdef public bint keep_alive
+    cdef public bint expect_continue
+    cdef public bint websocket          # Upgrade: websocket with Connection: upgrade
+    cdef public bint upgrade            # any Upgrade header with Connection: upgrade
+    cdef public bytes request_id
+    cdef public frozenset connection_tokens  # None when Connection lists only close/keep-alive/upgrade
+
+    cdef void _fail(self, int status, str code, str message)
+
+
+cdef class HeaderRewrite:
+    cdef readonly frozenset drop        # names removed or replaced
+    cdef readonly tuple set_pairs
+    cdef readonly tuple add_pairs
+    cdef readonly bytes appended        # set + add, pre-serialised
+    cdef readonly frozenset lengths
+    cdef readonly bint empty
+
+
+cdef class RequestIds:
+    cdef bytes prefix
+    cdef unsigned long long counter
+
+    cpdef bytes next(self)
+
+
+cpdef MessageInfo scan_request(list headers, bint http11)
+cpdef MessageInfo scan_response(list headers, bint http11)
+cpdef bytes build_request_head(bytes method, bytes target, list headers, MessageInfo info,
+                               HeaderRewrite rw, bytes client_ip, bytes request_id,
+                               bytes default_host)
+cpdef bytes build_response_head(int status, bytes reason, list headers, MessageInfo info,
+                                HeaderRewrite rw, bytes request_id, int framing, bint keep_alive,
+                                bint http10_client=*)
+cpdef bytes status_line(int status, bytes reason=*)
