@@ -164,16 +164,13 @@ cdef class EndpointPool:
 
     async def _connect(self, Exchange exchange):
         endpoint = self.endpoint
-        timer = None
         cdef UpstreamConnection conn
         try:
-            task = asyncio.current_task()
-            timer = self.loop.call_later(self.connect_timeout, task.cancel)
-            transport, conn = await self.loop.create_connection(
-                lambda: UpstreamConnection(self), endpoint.host, endpoint.port)
-        except asyncio.CancelledError:
-            if timer is None or not timer.cancelled():
-                raise  # cancelled by someone else
+            transport, conn = await asyncio.wait_for(
+                self.loop.create_connection(lambda: UpstreamConnection(self),
+                                            endpoint.host, endpoint.port),
+                self.connect_timeout)
+        except TimeoutError:
             exchange.upstream_connect_failed(ProxyError(
                 504, "upstream_timeout",
                 f"connect to {endpoint.address} timed out after {self.connect_timeout:g}s"))
@@ -183,9 +180,6 @@ cdef class EndpointPool:
                 502, "upstream_connect_failed",
                 f"connect to {endpoint.address} failed: {err.strerror or err}"))
             return
-        finally:
-            if timer is not None:
-                timer.cancel()
         self.created += 1
         self.open += 1
         sock = transport.get_extra_info("socket")
