@@ -595,6 +595,9 @@ cdef class Exchange(Timed):
         conn.exchange_done(self.upstream_keep_alive and self.request_done
                            and self.upstream_framing != F_CLOSE)
         self._release_endpoint()
+        # An upstream that answered before the whole body arrived no longer
+        # pushes back: the rest of the body is read and dropped.
+        self.client.resume_reading_for(PAUSE_UPSTREAM)
         self._response_finished()
 
     cdef void upstream_upgraded(self, UpstreamConnection conn, bytes extra):
@@ -713,6 +716,7 @@ cdef class Exchange(Timed):
             conn.transport.close()
         self.upstream = None
         self._release_endpoint()
+        self.client.resume_reading_for(PAUSE_UPSTREAM)
 
     cdef void _release_endpoint(self):
         """Stop counting this exchange as in flight on its endpoint (once)."""
