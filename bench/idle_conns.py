@@ -18,9 +18,10 @@ File descriptors: the script raises its own RLIMIT_NOFILE (soft up to the hard
 limit, and the hard limit too when it is below what the run needs and this
 runs as root) before spawning anything, so the gateway inherits it. It prints
 the worker's own "Max open files" (from /proc/<pid>/limits) so you can see
-whether fastgw raised or lowered it; --gateway-nofile N starts the gateway with
-a soft limit of N instead, to see how it behaves when connections outnumber its
-fds (e.g. --gateway-nofile 1024).
+whether fastgw raised or lowered it. --gateway-nofile SOFT[:HARD] starts the
+gateway with other limits: `--gateway-nofile 1024` shows whether it raises a
+low soft limit itself; `--gateway-nofile 1024:1024` caps it, to see how it
+behaves when connections outnumber its fds.
 
 The whole run is bounded by --time-limit (SIGALRM); every process started is
 stopped on exit (TERM, then KILL after 5 s), workers included if the master
@@ -29,7 +30,7 @@ timeout (75 s by default) closes the first ones; the run reports how many
 were still open when it measured.
 
 Usage: python3 bench/idle_conns.py [--conns 10000] [--batch 250] [--settle 2]
-           [--time-limit 180] [--gateway-nofile N]
+           [--time-limit 180] [--gateway-nofile SOFT[:HARD]]
 Environment: FASTGW_CMD (default `python3 -m fastgw`; this checkout goes on
 PYTHONPATH when fastgw is not installed), PROXY_CMD (any other proxy, with
 $PORT and $UPSTREAM substituted, e.g. ../shared/bench/raw_proxy.py).
@@ -255,8 +256,8 @@ def main():
     ap.add_argument("--batch", type=int, default=250, help="connections opened concurrently")
     ap.add_argument("--settle", type=float, default=2.0, help="seconds idle before measuring")
     ap.add_argument("--time-limit", type=int, default=180, help="seconds for the whole run")
-    ap.add_argument("--gateway-nofile", type=int, default=0,
-                    help="soft RLIMIT_NOFILE for the gateway (default: inherit the raised one)")
+    ap.add_argument("--gateway-nofile", metavar="SOFT[:HARD]", default="",
+                    help="RLIMIT_NOFILE for the gateway (default: inherit the raised one)")
     args = ap.parse_args()
     sys.stdout.reconfigure(line_buffering=True)
 
@@ -304,8 +305,10 @@ def run(args, procs):
                       "--workers", "1"]
     preexec = None
     if args.gateway_nofile:
-        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-        preexec = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (args.gateway_nofile, hard))  # noqa: E731
+        soft, _, hard = args.gateway_nofile.partition(":")
+        limits = (int(soft), int(hard) if hard else resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+        print(f"gateway started with RLIMIT_NOFILE soft {limits[0]}, hard {limits[1]}")
+        preexec = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limits)  # noqa: E731
     print("gateway:", " ".join(argv))
     # the gateway's output goes to a file: a pipe nobody reads would block it
     log = tempfile.TemporaryFile()

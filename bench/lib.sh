@@ -109,12 +109,27 @@ EOF
         start_bg upstream "${pin[@]}" nginx -p "$WORK/nginx/" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log"
         UPSTREAM_KIND="nginx $(nginx -v 2>&1 | sed 's/.*nginx\///')"
     else
-        start_bg upstream "${pin[@]}" python3 "$BENCH_DIR/upstream.py" --port "$port"
+        bench_python || return 1
+        start_bg upstream "${pin[@]}" "$BENCH_PY" "$BENCH_DIR/upstream.py" --port "$port"
         UPSTREAM_KIND="bench/upstream.py"
     fi
     wait_port "$port" "$LAST_PID" 10 || {
         echo "upstream ($UPSTREAM_KIND) did not start; log:" >&2; cat "$WORK/upstream.log" >&2; return 1; }
     UPSTREAM="127.0.0.1:$port"
+}
+
+# bench_python: sets BENCH_PY to a Python that imports uvloop and httptools
+# (for bench/upstream.py and bench/pyload.py): $BENCH_PYTHON, else the venv
+# python beside $FASTGW_BIN / FASTGW_CMD's first word, else python3.
+bench_python() {
+    local c first="${FASTGW_BIN:-${FASTGW_CMD:-}}"
+    first="${first%% *}"
+    for c in "${BENCH_PYTHON:-}" "${first:+$(dirname "$first")/python3}" python3; do
+        [ -n "$c" ] || continue
+        if "$c" -c 'import uvloop, httptools' >/dev/null 2>&1; then BENCH_PY="$c"; return 0; fi
+    done
+    echo "no python with uvloop and httptools (set BENCH_PYTHON)" >&2
+    return 1
 }
 
 # resolve_fastgw_cmd DEFAULT: sets FASTGW_CMD (env wins, else DEFAULT). When it
@@ -154,4 +169,28 @@ parse_bench() {
         printf "%.0f %.2f %.2f %.1f %d %d %s\n", v["requests"] / s, v["p50_us"] / 1000, v["p99_us"] / 1000,
             v["bytes"] / s / 1048576, v["status_err"], v["connect"] + v["read"] + v["write"] + v["timeout"],
             ("non2xx" in v) ? v["non2xx"] : "-" }'
+}
+
+# CPU used by processes outside this script's process tree (other people's
+# work on a shared machine), to judge whether a figure was disturbed.
+# proc_snapshot -> "pid ppid ticks" lines for every process (utime + stime).
+proc_snapshot() {
+    cat /proc/[0-9]*/stat 2>/dev/null | awk '{ pid = $1; rest = $0; sub(/^.*\) /, "", rest)
+        split(rest, f, " "); print pid, f[2], f[12] + f[13] }'
+}
+# other_cpu_pct SNAP0 SNAP1 SECONDS -> % of all cores used meanwhile by
+# processes that are not descendants of this shell (kernel threads excluded).
+other_cpu_pct() {
+    awk -v me=$$ -v secs="$3" -v ncpu="$(nproc)" -v hz="$(getconf CLK_TCK)" '
+        FNR == NR { before[$1] = $3; next }
+        { parent[$1] = $2; now[$1] = $3 }
+        END {
+            for (p in now) {
+                if (p == 2 || parent[p] == 2) continue
+                q = p; ours = 0
+                for (i = 0; i < 64 && q > 1; i++) { if (q == me) { ours = 1; break }; q = parent[q] }
+                if (!ours) used += now[p] - ((p in before) ? before[p] : 0)
+            }
+            if (secs <= 0) print "-"; else printf "%.0f", 100 * used / hz / secs / ncpu
+        }' <(echo "$1") <(echo "$2")
 }

@@ -20,7 +20,9 @@
 #   may hold words, e.g. FASTGW_BIN="python3 -m fastgw" in a source checkout
 #   with built extensions), SMOKE_DUR (seconds, default 3), SMOKE_CONNS (32);
 #   NO_NGINX=1 / NO_WRK=1 force the fallbacks (to test them).
-# Needs: bash, curl, python3 (+ uvloop/httptools); wrk, nginx, taskset optional.
+# Needs: bash, curl, python3; wrk, nginx, taskset optional. Without nginx or
+#   wrk, a Python with uvloop + httptools (BENCH_PYTHON, else the venv python
+#   beside FASTGW_BIN, else python3) runs bench/upstream.py / bench/pyload.py.
 set -euo pipefail
 
 # Watchdog: the whole smoke, cleanup included, gets 58 s.
@@ -64,7 +66,8 @@ if command -v wrk >/dev/null 2>&1 && [ -z "${NO_WRK:-}" ]; then
         -s "$BENCH_DIR/wrk/count2xx.lua" "http://127.0.0.1:$PORT/" > "$WORK/load.txt" 2>&1 || true
 else
     tool="bench/pyload.py -c $CONNS -d $DUR (wrk not installed)"
-    timeout -k 2 $((DUR + 15)) python3 "$BENCH_DIR/pyload.py" -c "$CONNS" -d "$DUR" \
+    bench_python || fail_run "no Python with uvloop/httptools for bench/pyload.py"
+    timeout -k 2 $((DUR + 15)) "$BENCH_PY" "$BENCH_DIR/pyload.py" -c "$CONNS" -d "$DUR" \
         "http://127.0.0.1:$PORT/" > "$WORK/load.txt" 2>&1 || true
 fi
 out="$(parse_bench "$WORK/load.txt")" || true

@@ -9,6 +9,8 @@
 #   S4  GET /       small response,  1000 connections
 # Each scenario: WARM warm-up, then DUR measured (wrk -t1 --latency --timeout 5s),
 # each wrk run additionally killed by `timeout` if it overruns by 30 s.
+# "other procs CPU %" is the share of all cores that processes outside this
+# script used during the measured run (a shared machine disturbs figures).
 # With PIN=1 (default on >= 2 cores) upstream + wrk run on core 0 and the
 # gateway on core 1, as in ../shared/bench/peers.sh.
 #
@@ -74,12 +76,16 @@ run_wrk() {
         timeout -k 5 $((WARM + 30)) "${LOAD_PIN[@]}" wrk "${args[@]}" -d"${WARM}s" "$url" \
             > "$WORK/$scen-warm.txt" 2>&1 || true
     fi
+    local s0 s1 t0=$EPOCHREALTIME
+    s0="$(proc_snapshot)"
     timeout -k 5 $((DUR + 30)) "${LOAD_PIN[@]}" wrk "${args[@]}" -d"${DUR}s" --latency "$url" \
         > "$WORK/$scen.txt" 2>&1 || true
+    s1="$(proc_snapshot)"
+    OTHER[$scen]="$(other_cpu_pct "$s0" "$s1" "$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{print b - a}')")"
     parse_bench "$WORK/$scen.txt" || true
 }
 
-declare -A ROW
+declare -A ROW OTHER
 for scen in S1 S2 S3 S4; do
     [[ " $ONLY " == *" $scen "* ]] || continue
     case $scen in
@@ -89,14 +95,15 @@ for scen in S1 S2 S3 S4; do
         S4) desc="GET / (12 B)";      conns=1000; path=/;     script=report.lua ;;
     esac
     log "$scen: $desc, $conns connections, ${DUR}s"
-    kill -0 "$PROXY_PID" 2>/dev/null || { ROW[$scen]="| $scen | $desc | $conns | proxy exited | | | | | |"; continue; }
-    out="$(run_wrk "$scen" "$conns" "$path" "$script")"
+    kill -0 "$PROXY_PID" 2>/dev/null || { ROW[$scen]="| $scen | $desc | $conns | proxy exited | | | | | | |"; continue; }
+    run_wrk "$scen" "$conns" "$path" "$script" > "$WORK/$scen.row"   # not $(...): OTHER must survive
+    out="$(cat "$WORK/$scen.row")"
     if [ -z "$out" ]; then
-        ROW[$scen]="| $scen | $desc | $conns | wrk failed: $(tail -1 "$WORK/$scen.txt") | | | | | |"
+        ROW[$scen]="| $scen | $desc | $conns | wrk failed: $(tail -1 "$WORK/$scen.txt") | | | | | | |"
         continue
     fi
     read -r rps p50 p99 mibs st sock _ <<< "$out"
-    ROW[$scen]="| $scen | $desc | $conns | $rps | $p50 | $p99 | $mibs | $st | $sock |"
+    ROW[$scen]="| $scen | $desc | $conns | $rps | $p50 | $p99 | $mibs | $st | $sock | ${OTHER[$scen]} |"
     log "$scen: $out"
 done
 
@@ -107,8 +114,8 @@ echo "- proxy: \`$cmd\`"
 echo "- upstream: $UPSTREAM_KIND; $(nproc) cores, $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p'); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
 echo "- pinning: $([ "$PIN" = 1 ] && echo "upstream + wrk on core 0, proxy on core 1" || echo none); wrk -t1, ${DUR}s measured after ${WARM}s warm-up"
 echo
-echo "| scen | request | conns | req/s | p50 ms | p99 ms | MiB/s | HTTP errors (≥400) | socket errors |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+echo "| scen | request | conns | req/s | p50 ms | p99 ms | MiB/s | HTTP errors (≥400) | socket errors | other procs CPU % |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 for scen in S1 S2 S3 S4; do if [ -n "${ROW[$scen]:-}" ]; then echo "${ROW[$scen]}"; fi; done
 }
 kill -0 "$PROXY_PID" 2>/dev/null || { echo "proxy exited during the run; log tail:" >&2; tail -20 "$WORK/proxy.log" >&2; exit 1; }
