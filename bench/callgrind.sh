@@ -8,6 +8,7 @@
 #   UPSTREAM=127.0.0.1:PORT  an upstream answering GET / with 200 (default: one
 #                            started here with bench/upstream.py)
 #   FASTGW_ARGS               extra args for `fastgw run` (default: the one-line proxy)
+#   REQUEST_PATH=/big         the path requested (default /)
 #   PEER=raw                  measure ../shared/bench/raw_proxy.py instead, for a ratio
 # Needs: valgrind, python3 with fastgw importable.
 set -euo pipefail
@@ -40,7 +41,7 @@ instructions() {  # requests -> instructions of the worker process
         --callgrind-out-file="$WORK/callgrind.out.%p" "${cmd[@]}" ${FASTGW_ARGS:-}) > "$WORK/gw.log" 2>&1 &
     local gw=$!
     wait_port "$port" || { cat "$WORK/gw.log" >&2; exit 1; }
-    python3 "$HERE/fixed_requests.py" "$port" "$n" 8
+    python3 "$HERE/fixed_requests.py" "$port" "$n" 8 "${REQUEST_PATH:-/}"
     kill -TERM "$gw"; wait "$gw" || true
     # The worker is the busiest process that is not the master.
     local f; for f in "$WORK"/callgrind.out.*; do
