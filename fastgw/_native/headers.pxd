@@ -48,5 +48,5 @@ cpdef bytes build_request_head(bytes method, bytes target, list headers, Message
                                bytes default_host)
 cpdef bytes build_response_head(int status, bytes reason, list headers, MessageInfo info,
                                 HeaderRewrite rw, bytes request_id, int framing, bint keep_alive,
-                                bint http10_client=*)
+                                bint http10_client=*, bytes extra=*)
 cpdef bytes status_line(int status, bytes reason=*)

@@ -409,10 +409,11 @@ cpdef bytes status_line(int status, bytes reason=None):
 
 cpdef bytes build_response_head(int status, bytes reason, list headers, MessageInfo info,
                                 HeaderRewrite rw, bytes request_id, int framing, bint keep_alive,
-                                bint http10_client=False):
+                                bint http10_client=False, bytes extra=None):
     """The client response head: hop-by-hop dropped, route rules applied,
-    framing re-declared (`framing` is what the gateway will send), and
-    X-Request-ID added when the upstream did not send one."""
+    framing re-declared (`framing` is what the gateway will send),
+    X-Request-ID added when the upstream did not send one, then `extra`
+    (complete header lines from the route's policies)."""
     cdef list out = [status_line(status, reason)]
     cdef tuple pair
     cdef bytes name, value
@@ -446,6 +447,8 @@ cpdef bytes build_response_head(int status, bytes reason, list headers, MessageI
         out.append(b"\r\n")
     if not rw.empty:
         out.append(rw.appended)
+    if extra:
+        out.append(extra)  # header lines a policy added (rate-limit state, ...)
     if status == 101:
         out.append(b"Connection: upgrade\r\nUpgrade: websocket\r\n")
     elif not keep_alive:

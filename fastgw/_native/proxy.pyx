@@ -121,6 +121,7 @@ cdef class RoutePlan:
     cdef public double websocket_idle_timeout
     cdef public object rewrite            # None, or (path, params) -> upstream path
     cdef public bytes default_host        # Host for HTTP/1.0 requests without one
+    cdef public object limiter            # None, or .check(peer_ip, headers) -> decision (phase 4)
 
 
 # ---------------------------------------------------------------------------
@@ -407,6 +408,7 @@ cdef class Exchange(Timed):
     cdef bint upstream_paused
     cdef bint counted            # counted in pool.active
     cdef int deadline_kind
+    cdef bytes response_extra    # header lines policies add to the response (rate-limit state)
 
     def __init__(self, ClientConnection client, bytes method, MessageInfo info,
                  bytes request_id, bint keep_alive, bint http11):
@@ -568,7 +570,7 @@ cdef class Exchange(Timed):
         self.response_started = True
         self.client.send(build_response_head(
             status, reason, headers, info, self.plan.response_rewrite, self.request_id,
-            framing, self.keep_alive, not self.http11))
+            framing, self.keep_alive, not self.http11, self.response_extra))
         if self.upstream_framing == F_NONE:
             # No body follows (HEAD, 204, 304). llhttp can't be told a response
             # answers HEAD, so the connection gets a fresh parser for the next one.
@@ -977,6 +979,13 @@ cdef class ClientConnection(Timed):
             ex.reply_locally(413, "body_too_large",
                              f"request body larger than {gateway.max_body_bytes} bytes", False)
             return
+        if plan.limiter is not None:  # phase 4: limit
+            decision = plan.limiter.check(self.peer_ip, self.headers)
+            if not decision.allowed:
+                ex.reply_locally(decision.status, "rate_limited", decision.message, -1,
+                                 decision.headers)
+                return
+            ex.response_extra = decision.headers
         if info.upgrade and not info.websocket:
             # Only WebSocket upgrades are tunnelled; others are served as plain
             # requests on a connection that closes afterwards. llhttp stops at
