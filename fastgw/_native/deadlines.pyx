@@ -7,8 +7,10 @@ a timer handle and two libuv calls. Here arming is a set insertion into the
 slot for the deadline's tick and cancelling a set removal; one loop timer per
 worker advances the wheel every `TICK` seconds.
 
-The price is resolution: a deadline fires up to one tick late, which is fine
-for gateway timeouts (the shortest sensible ones are hundreds of ms).
+The price is resolution: a deadline never fires early and fires up to two
+ticks late (arming counts from the cached `now`, up to a tick old, so one
+tick is added), which is fine for gateway timeouts (the shortest sensible
+ones are hundreds of ms).
 
 The same tick keeps `now`, a cached `loop.time()` good to one tick, used for
 activity timestamps so the hot path makes no clock call.
@@ -34,7 +36,8 @@ cdef class Deadlines:
     cdef void arm(self, Timed owner, double timeout):
         """Call `owner.deadline_passed()` once `timeout` seconds have passed,
         unless `disarm(owner)` comes first. One deadline per owner at a time."""
-        cdef long long slot_no = <long long>((self.now + timeout) / _TICK) + 1
+        # +2: `now` may be up to a tick stale; never fire before `timeout`.
+        cdef long long slot_no = <long long>((self.now + timeout) / _TICK) + 2
         cdef set slot = self.slots.get(slot_no)
         if slot is None:
             slot = set()
@@ -51,7 +54,10 @@ cdef class Deadlines:
 
     def _tick(self):
         cdef double now = self.loop.time()
-        cdef long long current = <long long>(now / _TICK)
+        # uvloop's clock has millisecond resolution: a tick run exactly on its
+        # boundary may read just under it, and rescheduling that same boundary
+        # would spin. The epsilon (2 ms) is covered by arm()'s extra tick.
+        cdef long long current = <long long>((now + 0.002) / _TICK)
         cdef long long slot_no
         cdef set due
         cdef Timed owner

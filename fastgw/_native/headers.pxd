@@ -32,6 +32,7 @@ cdef class HeaderRewrite:
     cdef readonly bytes appended        # set + add, pre-serialised
     cdef readonly frozenset lengths
     cdef readonly bint empty
+    cdef readonly int owned_mask        # OWN_* bits: headers the gateway writes that the rule replaces or removes
 
 
 cdef class RequestIds:

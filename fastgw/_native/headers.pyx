@@ -41,6 +41,16 @@ DEF H_X_FORWARDED_HOST = 12
 DEF H_X_REQUEST_ID = 13
 DEF H_EXPECT = 14
 
+# Headers the gateway writes itself; a route rule that sets or removes one of
+# them replaces the gateway's line instead of adding a second one.
+DEF OWN_HOST = 1
+DEF OWN_XFF = 2
+DEF OWN_XFP = 4
+DEF OWN_XFH = 8
+DEF OWN_REQUEST_ID = 16
+cdef dict _OWNED = {b"host": OWN_HOST, b"x-forwarded-for": OWN_XFF, b"x-forwarded-proto": OWN_XFP,
+                    b"x-forwarded-host": OWN_XFH, b"x-request-id": OWN_REQUEST_ID}
+
 # Framing of a message body (values in headers.pxd), for Python callers too.
 FRAMING_NONE = F_NONE
 FRAMING_LENGTH = F_LENGTH
@@ -283,6 +293,9 @@ cdef class HeaderRewrite:
         self.add_pairs = tuple((bytes(n).lower(), bytes(v)) for n, v in add)
         self.drop = frozenset([bytes(n).lower() for n in remove] + [n for n, _ in self.set_pairs])
         self.lengths = frozenset(len(n) for n in self.drop)
+        self.owned_mask = 0
+        for n in self.drop:
+            self.owned_mask |= _OWNED.get(n, 0)
         for n, v in self.set_pairs + self.add_pairs:
             out.append(_canonical(n) + b": " + v + b"\r\n")
         self.appended = b"".join(out)
@@ -321,7 +334,9 @@ cpdef bytes build_request_head(bytes method, bytes target, list headers, Message
     X-Forwarded-Proto and X-Forwarded-Host are written by the gateway (it is the
     edge, so client-sent values are not trusted); X-Request-ID is the request's id.
     An HTTP/1.0 request without Host gets `default_host` (the upstream request is
-    HTTP/1.1, where Host is mandatory).
+    HTTP/1.1, where Host is mandatory). A route rule that sets or removes one of
+    these gateway-written headers replaces the gateway's line; Content-Length
+    is never removed.
     """
     cdef list out = [method, b" ", target, b" HTTP/1.1\r\n"]
     cdef tuple pair
@@ -340,9 +355,8 @@ cpdef bytes build_request_head(bytes method, bytes target, list headers, Message
             out.append(b": ")
             out.append(value)
             out.append(b"\r\n")
-        elif hid == H_HOST or hid == H_CONTENT_LENGTH:
-            if rw.lengths and _dropped(name, rw, None):
-                continue
+        elif hid == H_CONTENT_LENGTH or (hid == H_HOST and not rw.owned_mask & OWN_HOST):
+            # Content-Length frames the body: no rule may drop it (config refuses too).
             out.append(name)
             out.append(b": ")
             out.append(value)
@@ -352,7 +366,8 @@ cpdef bytes build_request_head(bytes method, bytes target, list headers, Message
         # Hop-by-hop headers, X-Forwarded-Proto/Host and X-Request-ID are written
         # below. Expect is answered by the gateway itself (it sends 100 Continue
         # once the upstream connection is up), so it is not forwarded.
-    if info.host is None:
+    cdef int owned = rw.owned_mask
+    if info.host is None and not owned & OWN_HOST:
         out.append(b"Host: ")
         out.append(default_host)
         out.append(b"\r\n")
@@ -360,19 +375,23 @@ cpdef bytes build_request_head(bytes method, bytes target, list headers, Message
         out.append(b"Transfer-Encoding: chunked\r\n")
     if info.websocket:
         out.append(b"Connection: upgrade\r\nUpgrade: websocket\r\n")
-    out.append(b"X-Forwarded-For: ")
-    if xff is not None:
-        out.append(xff)
-        out.append(b", ")
-    out.append(client_ip)
-    out.append(b"\r\nX-Forwarded-Proto: http\r\n")
-    if info.host is not None:
+    if not owned & OWN_XFF:
+        out.append(b"X-Forwarded-For: ")
+        if xff is not None:
+            out.append(xff)
+            out.append(b", ")
+        out.append(client_ip)
+        out.append(b"\r\n")
+    if not owned & OWN_XFP:
+        out.append(b"X-Forwarded-Proto: http\r\n")
+    if info.host is not None and not owned & OWN_XFH:
         out.append(b"X-Forwarded-Host: ")
         out.append(info.host)
         out.append(b"\r\n")
-    out.append(b"X-Request-ID: ")
-    out.append(request_id)
-    out.append(b"\r\n")
+    if not owned & OWN_REQUEST_ID:
+        out.append(b"X-Request-ID: ")
+        out.append(request_id)
+        out.append(b"\r\n")
     if not rw.empty:
         out.append(rw.appended)
     out.append(b"\r\n")
@@ -429,6 +448,8 @@ cpdef bytes build_response_head(int status, bytes reason, list headers, MessageI
             if (rw.lengths or conn_tokens is not None) and _dropped(name, rw, conn_tokens):
                 continue
         elif hid == H_X_REQUEST_ID:
+            if rw.owned_mask & OWN_REQUEST_ID:
+                continue
             has_request_id = True
         elif hid == H_CONTENT_LENGTH:
             if framing != FRAMING_LENGTH:
@@ -441,7 +462,7 @@ cpdef bytes build_response_head(int status, bytes reason, list headers, MessageI
         out.append(b"\r\n")
     if framing == FRAMING_CHUNKED:
         out.append(b"Transfer-Encoding: chunked\r\n")
-    if not has_request_id:
+    if not has_request_id and not rw.owned_mask & OWN_REQUEST_ID:
         out.append(b"X-Request-ID: ")
         out.append(request_id)
         out.append(b"\r\n")

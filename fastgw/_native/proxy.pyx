@@ -83,6 +83,11 @@ cdef bytes CHUNK_END = b"0\r\n\r\n"
 cdef bytes CRLF = b"\r\n"
 
 
+class StopParsing(Exception):
+    """Raised from a parser callback once the connection is closing, so llhttp
+    parses nothing more of what is already buffered."""
+
+
 class RequestRejected(Exception):
     def __init__(self, status, code, message):
         super().__init__(message)
@@ -456,9 +461,6 @@ cdef class Exchange(Timed):
     cdef void request_body(self, bytes chunk):
         cdef Py_ssize_t size = len(chunk)
         self.body_bytes += size
-        if self.body_bytes > self.client.gateway.max_body_bytes:
-            self.client.body_too_large()
-            return
         if self.local_reply is not None or self.response_done:
             return  # nobody to forward to: the body is read and dropped
         if self.info.chunked:
@@ -825,7 +827,9 @@ cdef class ClientConnection(Timed):
             self._upgrade_requested(data[upgrade.args[0]:])
         except HttpParserCallbackError as err:
             cause = err.__context__
-            if isinstance(cause, RequestRejected):
+            if isinstance(cause, StopParsing):
+                pass
+            elif isinstance(cause, RequestRejected):
                 self._reject(cause.status, cause.code, cause.message)
             else:
                 self.gateway.log_internal_error("request callback", cause or err)
@@ -881,6 +885,8 @@ cdef class ClientConnection(Timed):
 
     # -- httptools callbacks (phase 1: request headers) -----------------------
     def on_message_begin(self):
+        if self.parser is None:
+            raise StopParsing()  # a reply that ends the connection is under way
         self.url = b""
         self.headers = []
         self.head_bytes = 0
@@ -929,8 +935,13 @@ cdef class ClientConnection(Timed):
         self._enqueue(ex)
 
     def on_body(self, bytes body):
-        if self.parsing is not None:
-            self.parsing.request_body(body)
+        cdef Exchange ex = self.parsing
+        if ex is not None:
+            if ex.body_bytes + len(body) > self.gateway.max_body_bytes:
+                # Raised to stop llhttp here: nothing after this byte is parsed.
+                raise RequestRejected(413, "body_too_large",
+                                      f"request body larger than {self.gateway.max_body_bytes} bytes")
+            ex.request_body(body)
 
     def on_message_complete(self):
         cdef Exchange ex = self.parsing
@@ -1076,10 +1087,6 @@ cdef class ClientConnection(Timed):
         cdef Exchange reply = Exchange(self, b"GET", None, self.gateway.request_ids.next(), False, True)
         reply.reply_locally(status, code, message, False)
         self._enqueue(reply)
-
-    cdef void body_too_large(self):
-        self._reject(413, "body_too_large",
-                     f"request body larger than {self.gateway.max_body_bytes} bytes")
 
     # -- WebSocket ------------------------------------------------------------
     cdef void _upgrade_requested(self, bytes rest):

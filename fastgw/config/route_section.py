@@ -1,23 +1,27 @@
 """Reader for the `routes` section, and the checks that span several routes."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import partial
 
 from fastgw.config.errors import ErrorList, Invalid, item
-from fastgw.config.model import Cluster, HeaderOps, Route, RouteMatch, UpstreamTimeouts
+from fastgw.config.model import Cluster, HeaderOps, RateLimit, Route, RouteMatch, UpstreamTimeouts
 from fastgw.config.reader import Section, parse_or_record
 from fastgw.config.schema import (
-    check_settable, describe, parse_header_name, parse_header_value, parse_method,
-    parse_name, parse_path, parse_rewrite_path, parse_route_host, pattern_key, suggestion,
+    check_removable, check_settable, describe, parse_header_name, parse_header_value, parse_int,
+    parse_limit_algorithm, parse_limit_key, parse_limit_scope, parse_method, parse_name, parse_path, parse_rate,
+    parse_rewrite_path, parse_route_host, pattern_key, suggestion,
 )
 from fastgw.config.sections import UPSTREAM_TIMEOUT_KEYS, read_upstream_timeouts
 
 ROUTE_KEYS = ("name", "match", "cluster", "strip_prefix", "rewrite_path",
-              "request_headers", "response_headers", "timeouts")
+              "request_headers", "response_headers", "timeouts", "rate_limits")
 MATCH_KEYS = ("host", "path", "prefix", "methods")
 HEADER_OP_KEYS = ("add", "set", "remove")
+RATE_LIMIT_KEYS = ("key", "rate", "burst", "algorithm", "scope")
 ROUTE_KEY_HOMES = {
+    **dict.fromkeys(("rate", "burst", "algorithm", "scope"), "rate_limits, as a list entry"),
     **dict.fromkeys(MATCH_KEYS, "match"),
     **dict.fromkeys(HEADER_OP_KEYS, "request_headers or response_headers"),
     **dict.fromkeys(UPSTREAM_TIMEOUT_KEYS, "timeouts"),
@@ -64,12 +68,13 @@ def _read_route(route: Section, index: int, clusters: dict[str, Cluster]) -> Rou
     request_headers = _read_header_ops(route.section("request_headers", HEADER_OP_KEYS))
     response_headers = _read_header_ops(route.section("response_headers", HEADER_OP_KEYS))
     timeouts = _read_route_timeouts(route, clusters.get(cluster))
+    rate_limits = _read_rate_limits(route)
     if matched.match is None:
         return None
     return Route(name=name, index=index, match=matched.match, cluster=cluster,
                  strip_prefix=strip_prefix, rewrite_path=rewrite_path,
                  request_headers=request_headers, response_headers=response_headers,
-                 timeouts=timeouts)
+                 timeouts=timeouts, rate_limits=rate_limits)
 
 
 def _parse_cluster_ref(value: object, clusters: dict[str, Cluster]) -> str:
@@ -201,6 +206,12 @@ def _parse_settable_name(value: object) -> bytes:
     return name
 
 
+def _parse_removable_name(value: object) -> bytes:
+    name = parse_header_name(value)
+    check_removable(name)
+    return name
+
+
 def _read_header_names(ops: Section, op: str) -> list[bytes]:
     raw = ops.get(op)
     if raw is None:
@@ -212,7 +223,7 @@ def _read_header_names(ops: Section, op: str) -> list[bytes]:
         return []
     names: list[bytes] = []
     for index, value in enumerate(raw):
-        name = parse_or_record(ops.errors, item(ops.path(op), index), parse_header_name, value, None)
+        name = parse_or_record(ops.errors, item(ops.path(op), index), _parse_removable_name, value, None)
         if name is not None and name not in names:
             names.append(name)
     return names
@@ -239,6 +250,49 @@ def _read_route_timeouts(route: Section, cluster: Cluster | None) -> UpstreamTim
         return None
     base = cluster.timeouts if cluster is not None else UpstreamTimeouts()
     return read_upstream_timeouts(timeouts, base)
+
+
+# --- rate limits -----------------------------------------------------------
+
+RATE_LIMITS_HINT = "write a list, e.g. rate_limits: [{key: client_ip, rate: 100/s}]"
+RATE_LIMIT_HINT = "write {key: client_ip, rate: 100/s}, optionally with burst, algorithm and scope"
+# The sliding window keeps 32-bit counts.
+MAX_WINDOW_REQUESTS = 2**31 - 1
+
+
+def _read_rate_limits(route: Section) -> tuple[RateLimit, ...]:
+    limits = []
+    for index, raw in enumerate(route.list("rate_limits", RATE_LIMITS_HINT)):
+        section = Section(raw, item(route.path("rate_limits"), index), route.errors, RATE_LIMIT_KEYS,
+                          hint=RATE_LIMIT_HINT)
+        limit = _read_rate_limit(section)
+        if limit is not None:
+            limits.append(limit)
+    return tuple(limits)
+
+
+def _read_rate_limit(limit: Section) -> RateLimit | None:
+    key = limit.require("key", parse_limit_key, None,
+                        "say what is counted: client_ip, route, header:NAME, or a+b combinations")
+    rate = limit.require("rate", parse_rate, None, "e.g. rate: 100/s")
+    algorithm = limit.parse("algorithm", parse_limit_algorithm, "token_bucket")
+    scope = limit.parse("scope", parse_limit_scope, "local")
+    burst = 1
+    if algorithm == "sliding_window":
+        if limit.has("burst"):
+            limit.errors.add(limit.path("burst"), "burst applies only to algorithm token_bucket",
+                             "a sliding window allows the rate's N per window; remove burst")
+        if rate is not None and (rate[0] != int(rate[0]) or rate[0] > MAX_WINDOW_REQUESTS):
+            limit.errors.add(limit.path("rate"),
+                             f"a sliding window counts whole requests, got {rate[0]:g} per window",
+                             f"write a whole number from 1 to {MAX_WINDOW_REQUESTS} per window, e.g. 1000/h")
+            rate = None
+    elif rate is not None:
+        default_burst = max(1, math.ceil(rate[0] / rate[1]))
+        burst = limit.parse("burst", partial(parse_int, minimum=1, example=default_burst), default_burst)
+    if key is None or rate is None:
+        return None
+    return RateLimit(key=key, requests=rate[0], per=rate[1], burst=burst, algorithm=algorithm, scope=scope)
 
 
 # --- checks across routes --------------------------------------------------

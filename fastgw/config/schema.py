@@ -380,6 +380,16 @@ def check_settable(name: bytes) -> None:
                       "the gateway manages connection-level headers itself on each hop")
 
 
+def check_removable(name: bytes) -> None:
+    text = name.decode("ascii")
+    if text in ("content-length", "transfer-encoding"):
+        raise Invalid(f"{text} cannot be removed",
+                      "it frames the body; without it the upstream would read the body as another request")
+    if text == "host":
+        raise Invalid("host cannot be removed",
+                      "HTTP/1.1 requires Host; use set: {Host: NAME} to replace it")
+
+
 _CONTROL_CHAR_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # all CTLs but HTAB
 HEADER_VALUE_HINT = "header values are text on one line; quote values like 'yes', 'on' or '1.10'"
 
@@ -418,4 +428,116 @@ def parse_name(value: object) -> str:
     """Names of clusters, routes and listeners: they appear in logs and metrics."""
     if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
         raise Invalid(f"{describe(value)} is not a valid name", NAME_HINT)
+    return value
+
+
+# --- rate limits -----------------------------------------------------------
+
+RATE_HINT = "write requests per unit: N/s, N/m or N/h, e.g. 100/s or 0.5/s; sliding windows: 1000/h"
+_RATE_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*/\s*([a-z]+)", re.IGNORECASE)
+_RATE_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
+               "h": 3600.0, "hour": 3600.0}
+# Beyond this the token interval (1/16 ns ticks) would be too coarse to mean the rate.
+MAX_RATE_PER_SECOND = 100_000_000
+
+
+def parse_rate(value: object) -> tuple[float, float]:
+    """`100/s` -> (100.0, 1.0); `0.5/s` -> (0.5, 1.0); `1000/h` -> (1000.0, 3600.0)."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        example = f"; e.g. {value}/s" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+        raise Invalid(f"expected a rate like '100/s', got {describe(value)}", RATE_HINT + example)
+    match = _RATE_RE.fullmatch(value.strip())
+    if not match:
+        raise Invalid(f"{value!r} is not a rate", RATE_HINT)
+    unit = match.group(2).lower()
+    if unit not in _RATE_UNITS:
+        raise Invalid(f"{value!r}: unknown unit {match.group(2)!r}", "the unit is s, m or h (per second, minute, hour)")
+    requests, per = float(match.group(1)), _RATE_UNITS[unit]
+    if requests <= 0:
+        raise Invalid(f"rate must be greater than 0, got {value!r}", "to allow nothing, remove the route; "
+                      "to limit nothing, remove the rate limit")
+    if requests / per > MAX_RATE_PER_SECOND:
+        raise Invalid(f"rate {value!r} is above {MAX_RATE_PER_SECOND:,}/s", "that is no limit; remove it")
+    return requests, per
+
+
+LIMIT_KEY_PARTS = ("client_ip", "route", "header:NAME")
+LIMIT_KEY_HINT = ("write client_ip, route or header:NAME, or several joined with '+', "
+                  "e.g. client_ip+header:X-Tenant")
+
+
+def parse_limit_key(value: object) -> tuple[str, ...]:
+    """`client_ip+header:X-Tenant` -> ("client_ip", "header:x-tenant")."""
+    if not isinstance(value, str) or not value.strip():
+        raise Invalid(f"expected a key like 'client_ip', got {describe(value)}", LIMIT_KEY_HINT)
+    parts: list[str] = []
+    for raw in value.split("+"):
+        text = raw.strip()
+        if not text:
+            raise Invalid(f"key {value!r} has an empty part", LIMIT_KEY_HINT)
+        if text.lower().startswith("header:"):
+            name = text[len("header:"):].strip()
+            if not _TOKEN_RE.fullmatch(name):
+                raise Invalid(f"key part {text!r} does not name a valid header", HEADER_NAME_HINT)
+            part = "header:" + name.lower()
+        elif text in ("client_ip", "route"):
+            part = text
+        else:
+            raise Invalid(f"unknown key part {text!r}", suggestion(text, LIMIT_KEY_PARTS, "key parts"))
+        if part in parts:
+            raise Invalid(f"key {value!r} names {part!r} twice", "name each part once")
+        parts.append(part)
+    return tuple(parts)
+
+
+RATE_LIMIT_ALGORITHMS = ("token_bucket", "sliding_window")
+
+
+def parse_limit_algorithm(value: object) -> str:
+    if not isinstance(value, str) or value not in RATE_LIMIT_ALGORITHMS:
+        raise Invalid(f"unknown rate-limit algorithm {value!r}",
+                      suggestion(value, RATE_LIMIT_ALGORITHMS, "choose one of"))
+    return value
+
+
+RATE_LIMIT_SCOPES = ("local", "redis")
+
+
+def parse_limit_scope(value: object) -> str:
+    if value == "redis":
+        raise Invalid("scope 'redis' is not implemented yet",
+                      "use scope: local; a local limit holds across all workers of this host, not across hosts")
+    if not isinstance(value, str) or value not in RATE_LIMIT_SCOPES:
+        raise Invalid(f"unknown scope {value!r}", suggestion(value, RATE_LIMIT_SCOPES, "choose one of"))
+    return value
+
+
+TRUSTED_PROXY_HINT = "write an IP address or a network, e.g. 10.0.0.0/8, 127.0.0.1 or fd00::/8"
+
+
+def parse_trusted_proxy(value: object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    if not isinstance(value, str):
+        raise Invalid(f"expected an address or network, got {describe(value)}", TRUSTED_PROXY_HINT)
+    text = value.strip()
+    try:
+        return ipaddress.ip_network(text)
+    except ValueError:
+        pass
+    try:
+        network = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise Invalid(f"{value!r} is not an IP address or network", TRUSTED_PROXY_HINT) from None
+    raise Invalid(f"{value!r} has host bits set", f"did you mean {str(network)!r}?")
+
+
+MAX_RATE_LIMIT_SLOTS = 1 << 24
+RATE_LIMIT_SLOTS_HINT = ("write a number of entries, e.g. 65536 (40 bytes each, shared by all workers); "
+                         f"between 8 and {MAX_RATE_LIMIT_SLOTS}")
+
+
+def parse_rate_limit_slots(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise Invalid(f"expected a whole number, got {describe(value)}", RATE_LIMIT_SLOTS_HINT)
+    if not 8 <= value <= MAX_RATE_LIMIT_SLOTS:
+        raise Invalid(f"must be between 8 and {MAX_RATE_LIMIT_SLOTS}, got {value}", RATE_LIMIT_SLOTS_HINT)
     return value

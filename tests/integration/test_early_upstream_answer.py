@@ -51,6 +51,16 @@ class EarlyAnswerUpstream:
             else:
                 conn.sendall(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\n"
                              b"Connection: close\r\n\r\ntoo big\n")
+                # Lingering close, as real servers do: closing with unread
+                # body bytes would send a reset that can destroy the answer
+                # in flight.
+                conn.shutdown(socket.SHUT_WR)
+                conn.settimeout(10)
+                try:
+                    while conn.recv(65536):
+                        pass
+                except OSError:
+                    pass
 
     def close(self):
         self.sock.close()
