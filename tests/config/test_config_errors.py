@@ -390,6 +390,17 @@ def test_content_length_cannot_be_set(config_errors, find_error):
                "content-length cannot be set or added", "derives Content-Length from the body")
 
 
+@pytest.mark.parametrize("name, hint", [
+    ("Content-Length", "read the body as another request"),
+    ("Transfer-Encoding", "read the body as another request"),
+    ("Host", "use set: {Host: NAME} to replace it"),
+])
+def test_framing_headers_cannot_be_removed(config_errors, find_error, name, hint):
+    source, errors = config_errors(headers_route(f"    request_headers:\n      remove: [{name}]\n"))
+    find_error(errors, source, "routes[0].request_headers.remove[0]",
+               f"{name.lower()} cannot be removed", hint)
+
+
 def test_header_value_cannot_contain_crlf(config_errors, find_error):
     source, errors = config_errors(headers_route('    request_headers:\n      set: {X-A: "a\\r\\nX-Evil: b"}\n'))
     find_error(errors, source, "routes[0].request_headers.set.X-A", "control character '\\r'", "header injection")
