@@ -7,6 +7,7 @@ in bytes, header names are lower-case `bytes`, header values `bytes`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
 
 # Safe defaults, in one place so the README's reference can quote them.
 DEFAULT_MAX_HEADER_BYTES = 16 * 1024
@@ -19,12 +20,18 @@ DEFAULT_RESPONSE_HEADER_TIMEOUT = 60.0
 DEFAULT_UPSTREAM_IDLE_TIMEOUT = 300.0    # no byte either way for this long mid-exchange
 DEFAULT_WEBSOCKET_IDLE_TIMEOUT = 3600.0  # a tunnel is long-lived by nature: one hour
 
-DEFAULT_POOL_MAX_IDLE = 64
+DEFAULT_POOL_MAX_IDLE = 1024  # churn (a dial + a TIME_WAIT per request) costs more than idle sockets
 DEFAULT_POOL_IDLE_TIMEOUT = 60.0
 
 DEFAULT_CLIENT_HEADER_TIMEOUT = 10.0
 DEFAULT_KEEPALIVE_TIMEOUT = 75.0
 DEFAULT_DRAIN_TIMEOUT = 30.0
+
+# Entries in the shared rate-limit table (fastgw/_native/ratelimit.pyx): 40 bytes
+# each, so 65,536 cost 2.5 MiB of shared memory for the whole host. A key's state
+# is forgotten (full allowance again) only when more keys are live at once than
+# fit in its 8-entry bucket; size it above the keys active within one refill.
+DEFAULT_RATE_LIMIT_SLOTS = 65536
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +49,9 @@ class ServerSettings:
     client_header_timeout: float = DEFAULT_CLIENT_HEADER_TIMEOUT
     keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    # X-Forwarded-For is believed only from these peers (ipaddress networks).
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
+    rate_limit_slots: int = DEFAULT_RATE_LIMIT_SLOTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +114,31 @@ class RouteMatch:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimit:
+    """One limit on a route. `requests` per `per` seconds as written (`100/s`:
+    100 per 1.0; `1000/h`: 1000 per 3600.0).
+
+    token_bucket: refills at requests/per a second and holds `burst`.
+    sliding_window: at most `requests` (a whole number) in any window of `per`
+    seconds, by the sliding-window-counter estimate; `burst` is unused.
+    """
+    key: tuple[str, ...]          # parts: "client_ip", "route", "header:<lower-case name>"
+    requests: float
+    per: float                    # seconds: 1, 60 or 3600
+    burst: int
+    algorithm: str = "token_bucket"   # or "sliding_window"
+    scope: str = "local"          # the only one built
+
+    @property
+    def rate_per_second(self) -> float:
+        return self.requests / self.per
+
+    @property
+    def key_text(self) -> str:
+        return "+".join(self.key)
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     name: str
     index: int                    # position in the file: the declaration-order tiebreak
@@ -114,6 +149,7 @@ class Route:
     request_headers: HeaderOps = field(default_factory=HeaderOps)
     response_headers: HeaderOps = field(default_factory=HeaderOps)
     timeouts: UpstreamTimeouts | None = None  # None: the cluster's
+    rate_limits: tuple[RateLimit, ...] = ()   # all must allow a request
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ def test_example_config_loads(example_path):
     assert list(config.clusters) == ["users", "static"]
     assert users.lb == "round_robin"
     assert users.endpoints == (Endpoint("127.0.0.1", 9001, weight=2), Endpoint("127.0.0.1", 9002, weight=1))
-    assert (users.pool_max_idle, users.pool_idle_timeout) == (64, 60.0)
+    assert (users.pool_max_idle, users.pool_idle_timeout) == (1024, 60.0)
     assert users.timeouts == UpstreamTimeouts(connect=5.0, response_header=60.0, idle=300.0, websocket_idle=3600.0)
 
 
