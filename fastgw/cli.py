@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from fastgw import __version__
 from fastgw.config import Config, ConfigError, from_command_line, load, with_workers
 from fastgw.config.errors import Invalid
-from fastgw.config.model import HeaderOps, Route
+from fastgw.config.model import HeaderOps, RateLimit, Route
 from fastgw.config.schema import format_address, parse_duration, parse_workers, percent_encode_path
 
 if TYPE_CHECKING:  # the real import is deferred: it needs the native router
@@ -223,6 +223,7 @@ def _print_route(config: Config, route: Route, params: Params, method: str, upst
     source = "route overrides cluster" if route.timeouts is not None else "cluster"
     print(f"timeouts: connect {_seconds(timeouts.connect)}, response_header {_seconds(timeouts.response_header)}, "
           f"idle {_seconds(timeouts.idle)}, websocket_idle {_seconds(timeouts.websocket_idle)} ({source})")
+    _print_rate_limits(route.rate_limits)
 
 
 def _format_params(params: Params) -> str:
@@ -249,6 +250,27 @@ def _print_header_ops(title: str, ops: HeaderOps) -> None:
     print(f"{title}:")
     for line in lines:
         print(f"            {line}")
+
+
+def _print_rate_limits(limits: tuple[RateLimit, ...]) -> None:
+    if not limits:
+        print("rate limits: none")
+        return
+    print("rate limits: (all must allow; a denial answers 429)")
+    for limit in limits:
+        print(f"            {_describe_limit(limit)}")
+
+
+_UNIT_NAMES = {1.0: "s", 60.0: "m", 3600.0: "h"}
+
+
+def _describe_limit(limit: RateLimit) -> str:
+    rate = f"{limit.requests:g}/{_UNIT_NAMES.get(limit.per, f'{limit.per:g}s')}"
+    if limit.algorithm == "token_bucket":
+        shape = f"token_bucket, burst {limit.burst}"
+    else:
+        shape = f"sliding_window of {_seconds(limit.per)}"
+    return f"key {limit.key_text}: {rate}, {shape}, scope {limit.scope}"
 
 
 def _seconds(value: float) -> str:

@@ -263,8 +263,11 @@ MAX_WINDOW_REQUESTS = 2**31 - 1
 def _read_rate_limits(route: Section) -> tuple[RateLimit, ...]:
     limits = []
     for index, raw in enumerate(route.list("rate_limits", RATE_LIMITS_HINT)):
-        section = Section(raw, item(route.path("rate_limits"), index), route.errors, RATE_LIMIT_KEYS,
-                          hint=RATE_LIMIT_HINT)
+        keypath = item(route.path("rate_limits"), index)
+        if not isinstance(raw, dict):
+            route.errors.add(keypath, f"expected a mapping, got {describe(raw)}", RATE_LIMIT_HINT)
+            continue
+        section = Section(raw, keypath, route.errors, RATE_LIMIT_KEYS)
         limit = _read_rate_limit(section)
         if limit is not None:
             limits.append(limit)

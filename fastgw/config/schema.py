@@ -444,8 +444,10 @@ MAX_RATE_PER_SECOND = 100_000_000
 def parse_rate(value: object) -> tuple[float, float]:
     """`100/s` -> (100.0, 1.0); `0.5/s` -> (0.5, 1.0); `1000/h` -> (1000.0, 3600.0)."""
     if isinstance(value, bool) or not isinstance(value, str):
-        example = f"; e.g. {value}/s" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
-        raise Invalid(f"expected a rate like '100/s', got {describe(value)}", RATE_HINT + example)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            raise Invalid(f"expected a rate like '100/s', got {describe(value)}",
+                          f"give it a unit: {value:g}/s, {value:g}/m or {value:g}/h")
+        raise Invalid(f"expected a rate like '100/s', got {describe(value)}", RATE_HINT)
     match = _RATE_RE.fullmatch(value.strip())
     if not match:
         raise Invalid(f"{value!r} is not a rate", RATE_HINT)
@@ -531,8 +533,8 @@ def parse_trusted_proxy(value: object) -> ipaddress.IPv4Network | ipaddress.IPv6
 
 
 MAX_RATE_LIMIT_SLOTS = 1 << 24
-RATE_LIMIT_SLOTS_HINT = ("write a number of entries, e.g. 65536 (40 bytes each, shared by all workers); "
-                         f"between 8 and {MAX_RATE_LIMIT_SLOTS}")
+RATE_LIMIT_SLOTS_HINT = (f"write a number of entries from 8 to {MAX_RATE_LIMIT_SLOTS}, e.g. 65536: "
+                         "40 bytes each, one table shared by all workers")
 
 
 def parse_rate_limit_slots(value: object) -> int:

@@ -10,11 +10,12 @@ from fastgw.config.model import Cluster, Endpoint, Limits, Listener, ServerSetti
 from fastgw.config.reader import Section, parse_or_record
 from fastgw.config.schema import (
     ADDRESS_HINT, URL_HINT, describe, format_address, parse_address, parse_duration, parse_endpoint_url,
-    parse_int, parse_lb, parse_name, parse_size, parse_workers,
+    parse_int, parse_lb, parse_name, parse_rate_limit_slots, parse_size, parse_trusted_proxy, parse_workers,
 )
 
 TOP_LEVEL_KEYS = ("listeners", "server", "clusters", "routes")
-SERVER_KEY_HOMES = {"workers": "server", "limits": "server"}
+SERVER_KEY_HOMES = {"workers": "server", "limits": "server", "trusted_proxies": "server",
+                    "rate_limit_slots": "server"}
 
 # A config without `listeners` serves where `fastgw run --upstream` does.
 DEFAULT_LISTENER = Listener(name="default", host="127.0.0.1", port=8080)
@@ -64,7 +65,7 @@ def _check_unique_listeners(top: Section, listeners: list[Listener]) -> None:
 
 # --- server ----------------------------------------------------------------
 
-SERVER_KEYS = ("workers", "limits", "timeouts")
+SERVER_KEYS = ("workers", "limits", "timeouts", "trusted_proxies", "rate_limit_slots")
 LIMIT_KEYS = ("max_header_bytes", "max_header_count", "max_uri_bytes", "max_body_bytes")
 SERVER_TIMEOUT_KEYS = ("client_header", "keepalive", "drain")
 
@@ -76,7 +77,23 @@ def read_server(top: Section) -> ServerSettings:
         workers=server.parse("workers", parse_workers, 0),
         limits=_read_limits(server.section("limits", LIMIT_KEYS)),
         **_read_server_timeouts(server.section("timeouts", SERVER_TIMEOUT_KEYS)),
+        trusted_proxies=_read_trusted_proxies(server),
+        rate_limit_slots=server.parse("rate_limit_slots", parse_rate_limit_slots, model.DEFAULT_RATE_LIMIT_SLOTS),
     )
+
+
+TRUSTED_PROXIES_HINT = "write a list of addresses or networks, e.g. trusted_proxies: [10.0.0.0/8, 127.0.0.1]"
+
+
+def _read_trusted_proxies(server: Section) -> tuple:
+    """The peers whose X-Forwarded-For is believed; duplicates dropped."""
+    networks: list = []
+    for index, raw in enumerate(server.list("trusted_proxies", TRUSTED_PROXIES_HINT)):
+        network = parse_or_record(server.errors, item(server.path("trusted_proxies"), index),
+                                  parse_trusted_proxy, raw, None)
+        if network is not None and network not in networks:
+            networks.append(network)
+    return tuple(networks)
 
 
 def _read_limits(limits: Section) -> Limits:

@@ -1,0 +1,1 @@
+"""Per-route request policies that run before a request is proxied (rate limits)."""
