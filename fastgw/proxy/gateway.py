@@ -15,6 +15,7 @@ from fastgw._native.deadlines import Deadlines
 from fastgw._native.headers import HeaderRewrite, RequestIds
 from fastgw._native.proxy import GatewayCore, RoutePlan
 from fastgw.config.model import Config, Route
+from fastgw.policy.ratelimit import build_limiters
 from fastgw.proxy.routing import RouteTable
 from fastgw.upstream.pool import ClusterRuntime
 
@@ -47,7 +48,7 @@ class Gateway(GatewayCore):
     """The worker's runtime. The typed fields read per request are declared in
     the native `GatewayCore`; the rest is plain Python."""
 
-    def __init__(self, config: Config, loop):
+    def __init__(self, config: Config, loop, limit_table=None):
         self.config = config
         self.loop = loop
         self.settings = settings = config.server
@@ -64,10 +65,13 @@ class Gateway(GatewayCore):
         self.route_match = self.routes.match
         self.allowed_methods = self.routes.allowed_methods
         self.clusters = {name: ClusterRuntime(loop, c) for name, c in config.clusters.items()}
+        limiters = build_limiters(config, limit_table)
         plans = [None] * (max((r.index for r in config.routes), default=-1) + 1)
         for route in config.routes:
-            plans[route.index] = make_route_plan(route, self.clusters[route.cluster],
-                                                 config.route_timeouts(route), self.routes)
+            plan = make_route_plan(route, self.clusters[route.cluster],
+                                   config.route_timeouts(route), self.routes)
+            plan.limiter = limiters.get(route.index)
+            plans[route.index] = plan
         self.plans = plans
         self.request_ids = RequestIds()
         self.deadlines = Deadlines(loop)

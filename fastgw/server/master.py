@@ -19,6 +19,7 @@ import traceback
 
 from fastgw import __version__
 from fastgw.config.model import Config
+from fastgw.policy.ratelimit import create_table
 from fastgw.proxy.gateway import setup_logging
 
 log = logging.getLogger("fastgw")
@@ -44,7 +45,9 @@ def serve(config: Config) -> int:
                       listener.name, err.strerror or err)
             return 1
     workers = config.server.workers or os.cpu_count() or 1
-    return Master(config, sockets, workers).run()
+    # Shared memory every worker must map: created once, here, before the forks.
+    limit_table = create_table(config)
+    return Master(config, sockets, workers, limit_table).run()
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -68,9 +71,10 @@ def _raise_fd_limit():
 
 
 class Master:
-    def __init__(self, config: Config, sockets, count: int):
+    def __init__(self, config: Config, sockets, count: int, limit_table):
         self.config = config
         self.sockets = sockets
+        self.limit_table = limit_table
         self.count = count
         self.workers: dict[int, tuple[int, float]] = {}  # pid -> (index, started at)
         self.restart_at: dict[int, float] = {}           # index -> when to restart
@@ -104,7 +108,7 @@ class Master:
             try:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, WATCHED)
                 from fastgw.server.worker import run_worker
-                code = run_worker(self.config, self.sockets, index)
+                code = run_worker(self.config, self.sockets, index, self.limit_table)
             except BaseException:
                 traceback.print_exc()
             finally:

@@ -29,7 +29,7 @@ def _die_with_parent():
         pass
 
 
-def run_worker(config, sockets, index: int) -> int:
+def run_worker(config, sockets, index: int, limit_table=None) -> int:
     _die_with_parent()
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -39,7 +39,7 @@ def run_worker(config, sockets, index: int) -> int:
         profiler = cProfile.Profile()
         profiler.enable()
     try:
-        return loop.run_until_complete(_serve(loop, config, sockets, index))
+        return loop.run_until_complete(_serve(loop, config, sockets, index, limit_table))
     finally:
         loop.close()
         if profile_to:
@@ -47,8 +47,8 @@ def run_worker(config, sockets, index: int) -> int:
             profiler.dump_stats(f"{profile_to}.{index}")
 
 
-async def _serve(loop, config, sockets, index: int) -> int:
-    gateway = Gateway(config, loop)
+async def _serve(loop, config, sockets, index: int, limit_table) -> int:
+    gateway = Gateway(config, loop, limit_table)
     servers = [await loop.create_server(lambda: ClientConnection(gateway), sock=sock,
                                         backlog=BACKLOG)
                for sock in sockets]
