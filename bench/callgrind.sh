@@ -9,6 +9,9 @@
 #                            started here with bench/upstream.py)
 #   FASTGW_ARGS               extra args for `fastgw run` (default: the one-line proxy)
 #   REQUEST_PATH=/big         the path requested (default /)
+#   CONFIG=FILE               run `fastgw run --config FILE` (its first listener is
+#                             moved to a free port with FASTGW_LISTEN; its clusters
+#                             must point at the upstream you pass in UPSTREAM)
 #   PEER=raw                  measure ../shared/bench/raw_proxy.py instead, for a ratio
 # Needs: valgrind, python3 with fastgw importable.
 set -euo pipefail
@@ -36,6 +39,7 @@ instructions() {  # requests -> instructions of the worker process
     local n=$1 port; port=$(free_port)
     rm -f "$WORK"/callgrind.out.*
     local cmd=("$PY" -m fastgw run --listen "127.0.0.1:$port" --upstream "http://$UPSTREAM" --workers 1)
+    [ -n "${CONFIG:-}" ] && cmd=(env FASTGW_LISTEN="127.0.0.1:$port" "$PY" -m fastgw run --config "$CONFIG" --workers 1)
     [ "${PEER:-}" = raw ] && cmd=("$PY" "$ROOT/../shared/bench/raw_proxy.py" --port "$port" --upstream "$UPSTREAM")
     (cd "$ROOT" && exec valgrind --tool=callgrind --trace-children=yes \
         --callgrind-out-file="$WORK/callgrind.out.%p" "${cmd[@]}" ${FASTGW_ARGS:-}) > "$WORK/gw.log" 2>&1 &
