@@ -93,3 +93,52 @@ def test_a_denial_by_one_limit_does_not_consume_the_others(table):
 def test_route_key_counts_everyone_together(table):
     limiter = RouteLimiter(_route(RateLimit(key=("route",), requests=1, per=60.0, burst=2), index=3), table)
     assert [limiter.check(ip, []).allowed for ip in (b"1.1.1.1", b"2.2.2.2", b"3.3.3.3")] == [True, True, False]
+
+
+def test_repeated_header_lines_are_one_combined_value(table):
+    limiter = RouteLimiter(_route(RateLimit(key=("header:x-key",), requests=1, per=60.0, burst=1)), table)
+    assert limiter.check(b"1.1.1.1", [(b"X-Key", b"a"), (b"Host", b"h"), (b"x-key", b"b")]).allowed
+    assert not limiter.check(b"1.1.1.1", [(b"x-key", b"a, b")]).allowed
+    assert limiter.check(b"1.1.1.1", [(b"x-key", b"")]).allowed  # empty is a value, not absent
+    assert limiter.check(b"1.1.1.1", []).allowed
+
+
+def test_only_letters_fold_in_header_names(table):
+    # '^' | 0x20 is '~': a bitwise fold would take X-A~B for X-A^B.
+    limiter = RouteLimiter(_route(RateLimit(key=("header:x-a^b",), requests=1, per=60.0, burst=1)), table)
+    assert limiter.check(b"1.1.1.1", [(b"X-A~B", b"v")]).allowed   # counted as absent
+    assert not limiter.check(b"1.1.1.1", []).allowed
+    assert limiter.check(b"1.1.1.1", [(b"X-A^B", b"v")]).allowed
+    assert not limiter.check(b"1.1.1.1", [(b"x-a^b", b"v")]).allowed
+
+
+def test_forwarded_for_is_ignored_without_trusted_proxies(table):
+    limiter = RouteLimiter(_route(RateLimit(key=("client_ip",), requests=1, per=60.0, burst=1)), table)
+    assert limiter.check(b"10.0.0.1", [(b"X-Forwarded-For", b"9.9.9.9")]).allowed
+    assert not limiter.check(b"10.0.0.1", [(b"X-Forwarded-For", b"8.8.8.8")]).allowed
+    assert limiter.check(b"9.9.9.9", []).allowed
+
+
+def test_route_and_header_key_with_a_sliding_window(table):
+    limiter = RouteLimiter(_route(RateLimit(key=("route", "header:x-tenant"), requests=2, per=3600.0, burst=2,
+                                            algorithm="sliding_window")), table)
+    first = limiter.check(b"1.1.1.1", [(b"X-Tenant", b"t")])
+    assert b"RateLimit-Limit: 2\r\nRateLimit-Remaining: 1\r\n" in first.headers
+    assert limiter.check(b"2.2.2.2", [(b"X-Tenant", b"t")]).allowed
+    denied = limiter.check(b"3.3.3.3", [(b"X-Tenant", b"t")])
+    assert (denied.allowed, denied.status) == (False, 429)
+    retry = int(denied.headers.split(b"Retry-After: ")[1].split(b"\r\n")[0])
+    assert 1800 <= retry <= 5400  # once this window is the previous one, half of it must pass
+    assert denied.message.endswith(f"; retry in {retry} s")
+    assert limiter.check(b"3.3.3.3", [(b"X-Tenant", b"u")]).allowed
+
+
+def test_large_numbers_and_decision_repr(table):
+    limiter = RouteLimiter(_route(RateLimit(key=("client_ip",), requests=1_000_000, per=1.0, burst=1_000_000)),
+                           table)
+    decision = limiter.check(b"1.1.1.1", [])
+    assert decision.headers == (b"RateLimit-Limit: 1000000\r\nRateLimit-Remaining: 999999\r\nRateLimit-Reset: 1\r\n"
+                                b"X-RateLimit-Limit: 1000000\r\nX-RateLimit-Remaining: 999999\r\n"
+                                b"X-RateLimit-Reset: 1\r\n")
+    assert repr(decision).startswith("Decision(allowed=True, status=0, headers=b'RateLimit-Limit: 1000000")
+    assert limiter.route.name == "api"
