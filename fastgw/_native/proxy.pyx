@@ -79,6 +79,18 @@ DEF PAUSE_CLOSING = 4     # nothing more is parsed on this connection
 DEF WAIT_HEAD = 1   # response_header timeout: waiting for the upstream's status line
 DEF WAIT_IDLE = 2   # idle timeout: a body in flight has stalled
 
+# How an exchange's use of an endpoint ended, reported to the cluster
+# (`ClusterRuntime.report(pool, outcome)`) for circuit breaking and outlier
+# detection. Exported for the Python side.
+DEF OUTCOME_OK = 0
+DEF OUTCOME_CONNECT = 1      # refused / unreachable: nothing reached the upstream
+DEF OUTCOME_TIMEOUT = 2      # connect or response-header timeout
+DEF OUTCOME_RESET = 3        # closed before a complete response head
+DEF OUTCOME_BAD_RESPONSE = 4 # malformed or ambiguous response
+DEF OUTCOME_5XX = 5          # a 5xx status from the upstream
+DEF OUTCOME_CANCELLED = 6    # the client went away: says nothing about the upstream
+OK, CONNECT_FAILURE, TIMEOUT, RESET, BAD_RESPONSE, STATUS_5XX, CANCELLED = range(7)
+
 cdef bytes CHUNK_END = b"0\r\n\r\n"
 cdef bytes CRLF = b"\r\n"
 
@@ -438,6 +450,8 @@ cdef class Exchange(Timed):
     cdef public bint upstream_keep_alive
     cdef bint upstream_paused
     cdef bint counted            # counted in pool.active
+    cdef int outcome             # OUTCOME_*: reported to the cluster when the endpoint is released
+    cdef public list request_headers  # the client's header list (balancers may hash on it)
     cdef int deadline_kind
     cdef bytes response_extra    # header lines policies add to the response (rate-limit state)
 
@@ -474,7 +488,11 @@ cdef class Exchange(Timed):
             self._write_error(status, code, message, extra)
             self._response_finished()
             return
-        pool = self.plan.cluster.pick()
+        try:
+            pool = self.plan.cluster.pick(self)  # phase 5: upstream select
+        except ProxyError as refused:            # e.g. 503 circuit_open
+            self.fail(refused)
+            return
         if pool is None:
             self.fail(ProxyError(503, "no_endpoint",
                                  f"cluster '{self.plan.cluster.config.name}' has no endpoint"))
@@ -508,6 +526,8 @@ cdef class Exchange(Timed):
     cdef void client_lost(self):
         """The client went away: drop the upstream side at once."""
         self._cancel_timer()
+        if self.counted and not self.response_done and self.outcome == OUTCOME_OK:
+            self.outcome = OUTCOME_CANCELLED
         self.finished = True
         self._release_endpoint()
         cdef UpstreamConnection upstream = self.upstream
@@ -555,6 +575,7 @@ cdef class Exchange(Timed):
 
     def upstream_connect_failed(self, error):
         if not self.finished:
+            self.outcome = OUTCOME_TIMEOUT if error.status == 504 else OUTCOME_CONNECT
             self.fail(error)
 
     cdef void response_head(self, UpstreamConnection conn, int status, bytes reason,
@@ -562,6 +583,8 @@ cdef class Exchange(Timed):
         if 100 <= status < 200 and status != 101:
             return  # interim: the gateway answered Expect itself, nothing to relay
         self._cancel_timer()
+        if status >= 500:
+            self.outcome = OUTCOME_5XX
         cdef MessageInfo info = scan_response(headers, http11)
         if info.error_status:
             self.upstream_bad_response(conn, info.error_message)
@@ -668,11 +691,13 @@ cdef class Exchange(Timed):
             self.pending_bytes = 0
             self.pool.acquire(self, True)
             return
+        self.outcome = OUTCOME_RESET
         self.fail(ProxyError(502, "upstream_reset",
                              f"upstream {self.pool.endpoint.address} closed the connection "
                              "before a complete response head"))
 
     cdef void upstream_bad_response(self, UpstreamConnection conn, str message):
+        self.outcome = OUTCOME_BAD_RESPONSE
         self._drop_upstream(conn)
         if self.response_started:
             self.abort()
@@ -695,6 +720,7 @@ cdef class Exchange(Timed):
         if self.deadline_kind == WAIT_HEAD:
             if self.response_started:
                 return
+            self.outcome = OUTCOME_TIMEOUT
             self._drop_upstream(self.upstream)
             self.fail(ProxyError(504, "upstream_timeout",
                                  f"no response head from {self.pool.endpoint.address} within "
@@ -753,10 +779,14 @@ cdef class Exchange(Timed):
         self.client.resume_reading_for(PAUSE_UPSTREAM)
 
     cdef void _release_endpoint(self):
-        """Stop counting this exchange as in flight on its endpoint (once)."""
+        """Stop counting this exchange as in flight on its endpoint (once), and
+        tell the cluster how it went when the cluster watches outcomes."""
         if self.counted:
             self.counted = False
             self.pool.active -= 1
+            cluster = self.plan.cluster
+            if cluster.watches_outcomes:
+                cluster.report(self.pool, self.outcome)
 
     cdef void _write_error(self, int status, str code, str message, bytes extra=b""):
         self.client.send(error_reply(status, code, message, self.request_id,
@@ -955,6 +985,7 @@ cdef class ClientConnection(Timed):
             request_id = gateway.request_ids.next()
         cdef Exchange ex = Exchange(self, method, info, request_id,
                                     info.keep_alive and not gateway.draining, http11)
+        ex.request_headers = self.headers
         self.parsing = ex
         if info.upgrade:
             self.upgrading = ex

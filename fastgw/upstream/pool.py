@@ -11,14 +11,25 @@ from fastgw.upstream.balancer import make_balancer
 
 
 class ClusterRuntime:
-    """A cluster inside one worker: its endpoint pools and its balancer."""
+    """A cluster inside one worker: its endpoint pools and its balancer.
 
-    __slots__ = ("config", "pools", "balancer")
+    The exchange calls `pick(exchange)` in phase 5 (it may raise a ProxyError
+    to refuse, e.g. 503) and, when `watches_outcomes` is set, `report(pool,
+    outcome)` once per use of an endpoint (outcome codes in
+    fastgw._native.proxy: OK, CONNECT_FAILURE, TIMEOUT, RESET, BAD_RESPONSE,
+    STATUS_5XX, CANCELLED). A policy that watches outcomes (circuit breaker,
+    outlier detection) sets the flag and provides `report`; without one the
+    hot path pays one attribute read.
+    """
+
+    __slots__ = ("config", "pools", "balancer", "watches_outcomes")
 
     def __init__(self, loop, cluster):
         self.config = cluster
         self.pools = [EndpointPool(loop, ep, cluster) for ep in cluster.endpoints]
         self.balancer = make_balancer(cluster.lb, self.pools)
+        self.watches_outcomes = False
 
-    def pick(self):
+    def pick(self, exchange):
         return self.balancer.pick()
+
