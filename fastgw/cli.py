@@ -213,7 +213,8 @@ def _print_route(config: Config, route: Route, params: Params, method: str, upst
     print(f"match:    {match.kind} {pattern}, host {match.host or 'any'}, "
           f"methods {', '.join(match.methods) if match.methods else 'any'}")
     print(f"params:   {_format_params(params)}")
-    print(f"cluster:  {cluster.name}, lb {cluster.lb}")
+    hashing = f" on {cluster.hash_on} (requests without it: round_robin)" if cluster.hash_on else ""
+    print(f"cluster:  {cluster.name}, lb {cluster.lb}{hashing}")
     for endpoint in cluster.endpoints:
         print(f"            http://{format_address(endpoint.host, endpoint.port)}  weight {endpoint.weight}")
     print(f"upstream: {method} {upstream}{_rewrite_note(route)}")

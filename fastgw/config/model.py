@@ -84,7 +84,8 @@ class UpstreamTimeouts:
 class Cluster:
     name: str
     endpoints: tuple[Endpoint, ...]
-    lb: str = "round_robin"  # or "least_request"
+    lb: str = "round_robin"  # or "least_request", "p2c", "ring_hash"
+    hash_on: str | None = None  # ring_hash only: "header:<lower-case name>", "cookie:<name>" or "client_ip"
     pool_max_idle: int = DEFAULT_POOL_MAX_IDLE
     pool_idle_timeout: float = DEFAULT_POOL_IDLE_TIMEOUT
     timeouts: UpstreamTimeouts = field(default_factory=UpstreamTimeouts)

@@ -411,13 +411,37 @@ def parse_header_value(value: object) -> bytes:
         return value.encode("utf-8")
 
 
-LB_POLICIES = ("round_robin", "least_request")
+LB_POLICIES = ("round_robin", "least_request", "p2c", "ring_hash")
 
 
 def parse_lb(value: object) -> str:
     if not isinstance(value, str) or value not in LB_POLICIES:
         raise Invalid(f"unknown load-balancing policy {value!r}", suggestion(value, LB_POLICIES, "choose one of"))
     return value
+
+
+HASH_ON_HINT = "say which request key picks the endpoint: header:NAME, cookie:NAME or client_ip, e.g. header:X-User"
+
+
+def parse_hash_on(value: object) -> str:
+    """`header:X-User` -> "header:x-user" (header names are case-insensitive);
+    `cookie:session` keeps its case (cookie names are not); `client_ip`."""
+    if not isinstance(value, str):
+        raise Invalid(f"expected a request key, got {describe(value)}", HASH_ON_HINT)
+    text = value.strip()
+    if text == "client_ip":
+        return text
+    kind, colon, name = text.partition(":")
+    kind = kind.strip().lower()
+    name = name.strip()
+    if not colon or kind not in ("header", "cookie"):
+        close = difflib.get_close_matches(kind, ("header", "cookie") if colon else ("client_ip",), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0] + colon + name!r}?" if close else HASH_ON_HINT
+        raise Invalid(f"unknown hash key {value!r}", hint)
+    if not _TOKEN_RE.fullmatch(name):
+        raise Invalid(f"{name!r} is not a valid {kind} name",
+                      HEADER_NAME_HINT if kind == "header" else "cookie names are tokens, e.g. cookie:session")
+    return f"header:{name.lower()}" if kind == "header" else f"cookie:{name}"
 
 
 NAME_HINT = "use letters, digits, '.', '_' and '-', e.g. users-api"

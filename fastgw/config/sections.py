@@ -8,6 +8,7 @@ from fastgw.config import model
 from fastgw.config.errors import child, item
 from fastgw.config.model import Cluster, Endpoint, Limits, Listener, ServerSettings, UpstreamTimeouts
 from fastgw.config.reader import Section, parse_or_record
+from fastgw.config.schema import HASH_ON_HINT, LB_POLICIES, parse_hash_on
 from fastgw.config.schema import (
     ADDRESS_HINT, URL_HINT, describe, format_address, parse_address, parse_duration, parse_endpoint_url,
     parse_int, parse_lb, parse_name, parse_rate_limit_slots, parse_size, parse_trusted_proxy, parse_workers,
@@ -118,7 +119,7 @@ def _read_server_timeouts(timeouts: Section) -> dict[str, float]:
 
 # --- clusters --------------------------------------------------------------
 
-CLUSTER_KEYS = ("lb", "endpoints", "pool", "timeouts")
+CLUSTER_KEYS = ("lb", "hash_on", "endpoints", "pool", "timeouts")
 POOL_KEYS = ("max_idle", "idle_timeout")
 ENDPOINT_KEYS = ("url", "weight")
 UPSTREAM_TIMEOUT_KEYS = ("connect", "response_header", "idle", "websocket_idle")
@@ -152,15 +153,29 @@ def read_clusters(top: Section) -> dict[str, Cluster]:
 
 def _read_cluster(name: str, cluster: Section) -> Cluster:
     pool = cluster.section("pool", POOL_KEYS)
+    endpoints = _read_endpoints(cluster)
+    lb = cluster.parse("lb", parse_lb, "round_robin")
     return Cluster(
         name=name,
-        endpoints=_read_endpoints(cluster),
-        lb=cluster.parse("lb", parse_lb, "round_robin"),
+        endpoints=endpoints,
+        lb=lb,
+        hash_on=_read_hash_on(cluster, lb),
         # 0 is allowed: it turns connection reuse off for this cluster.
         pool_max_idle=pool.parse("max_idle", partial(parse_int, minimum=0, example=64), model.DEFAULT_POOL_MAX_IDLE),
         pool_idle_timeout=pool.parse("idle_timeout", parse_duration, model.DEFAULT_POOL_IDLE_TIMEOUT),
         timeouts=read_upstream_timeouts(cluster.section("timeouts", UPSTREAM_TIMEOUT_KEYS), UpstreamTimeouts()),
     )
+
+
+def _read_hash_on(cluster: Section, lb: str) -> str | None:
+    """`hash_on` is required by ring_hash and refused with any other policy."""
+    if lb == "ring_hash":
+        return cluster.require("hash_on", parse_hash_on, None, HASH_ON_HINT)
+    # An invalid `lb` was reported already (and read as round_robin): say nothing more.
+    if cluster.has("hash_on") and cluster.get("lb") in (None, *LB_POLICIES):
+        cluster.errors.add(cluster.path("hash_on"), f"only used with lb: ring_hash (this cluster has lb: {lb})",
+                           "set lb: ring_hash to hash on a request key, or remove hash_on")
+    return None
 
 
 def _read_endpoints(cluster: Section) -> tuple[Endpoint, ...]:

@@ -64,7 +64,7 @@ class Gateway(GatewayCore):
         self.routes = RouteTable(config)
         self.route_match = self.routes.match
         self.allowed_methods = self.routes.allowed_methods
-        self.clusters = {name: ClusterRuntime(loop, c) for name, c in config.clusters.items()}
+        self.clusters = {name: ClusterRuntime(loop, c, settings.trusted_proxies) for name, c in config.clusters.items()}
         limiters = build_limiters(config, limit_table)
         plans = [None] * (max((r.index for r in config.routes), default=-1) + 1)
         for route in config.routes:

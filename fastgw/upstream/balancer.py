@@ -1,9 +1,18 @@
 """Load balancing over a cluster's endpoint pools.
 
-A balancer only chooses; pools own connections. `pick()` returns an
-`EndpointPool` or None when the cluster has no endpoint.
+A balancer only chooses; pools own connections. `pick(exchange)` returns an
+`EndpointPool` or None when the cluster has no endpoint. The exchange is
+there for balancers that choose by request (ring_hash reads its headers or
+client address); the others ignore it, so round robin costs nothing more.
+Balancers live in one worker and are called from its event loop only.
 """
 from __future__ import annotations
+
+import random
+from bisect import bisect_left, bisect_right
+from hashlib import blake2b
+
+from fastgw.policy.client_ip import client_ip
 
 
 class RoundRobin:
@@ -18,7 +27,7 @@ class RoundRobin:
         self.current = [0] * len(self.pools)
         self.total = sum(self.weights)
 
-    def pick(self):
+    def pick(self, exchange=None):
         pools = self.pools
         if len(pools) == 1:
             return pools[0]
@@ -44,7 +53,7 @@ class LeastRequest:
         self.pools = list(pools)
         self.next = 0
 
-    def pick(self):
+    def pick(self, exchange=None):
         pools = self.pools
         n = len(pools)
         if n <= 1:
@@ -61,8 +70,160 @@ class LeastRequest:
         return best
 
 
-BALANCERS = {"round_robin": RoundRobin, "least_request": LeastRequest}
+class PowerOfTwo:
+    """Power of two random choices: draw two different endpoints, each with
+    probability proportional to its weight, and take the one with fewer
+    requests in flight per unit of weight; on a tie the first drawn. An idle
+    cluster therefore gets traffic in proportion to the weights, a loaded one
+    moves traffic away from the busiest endpoints without scanning them all.
+
+    `rng` is per worker (a `random.Random` seeded from the OS when the worker
+    builds its clusters), so workers do not draw the same sequence.
+    """
+
+    __slots__ = ("pools", "weights", "bounds", "total", "uniform", "rng")
+
+    def __init__(self, pools, rng: random.Random | None = None):
+        self.pools = list(pools)
+        self.weights = [p.endpoint.weight for p in self.pools]
+        self.bounds = []          # cumulative weights: endpoint i owns [bounds[i] - w_i, bounds[i])
+        running = 0
+        for weight in self.weights:
+            running += weight
+            self.bounds.append(running)
+        self.total = running
+        self.uniform = len(set(self.weights)) <= 1
+        self.rng = rng if rng is not None else random.Random()
+
+    def pick(self, exchange=None):
+        pools = self.pools
+        n = len(pools)
+        if n <= 1:
+            return pools[0] if pools else None
+        rng = self.rng
+        if self.uniform:
+            i = rng.randrange(n)
+            j = rng.randrange(n - 1)
+            if j >= i:
+                j += 1
+        else:
+            # Weighted draw of i, then of j among the others (i's share cut out).
+            bounds, weights = self.bounds, self.weights
+            i = min(bisect_right(bounds, rng.random() * self.total), n - 1)
+            r = rng.random() * (self.total - weights[i])
+            if r >= bounds[i] - weights[i]:
+                r += weights[i]
+            j = min(bisect_right(bounds, r), n - 1)
+            if j == i:  # only by float rounding at a boundary
+                j = (i + 1) % n
+        a, b = pools[i], pools[j]
+        if b.active * a.endpoint.weight < a.active * b.endpoint.weight:
+            return b
+        return a
 
 
-def make_balancer(kind: str, pools):
+# Ring points per unit of weight. More points spread keys more evenly (with
+# 100, each endpoint's share is within a few percent of its weight's); the
+# ring is built once per worker, a request costs one hash and one bisect.
+POINTS_PER_WEIGHT = 100
+# A cap on the ring's size for very large weights: beyond it the points per
+# unit of weight are scaled down (the same in every worker, as it depends on
+# the config only).
+MAX_RING_POINTS = 160_000
+
+
+def stable_hash(data: bytes) -> int:
+    """64-bit, the same in every process and on every run (no hash seed)."""
+    return int.from_bytes(blake2b(data, digest_size=8).digest(), "big")
+
+
+class RingHash:
+    """Consistent hashing on a request key (`hash_on`): `header:NAME` (the
+    header's values joined with ", "), `cookie:NAME` or `client_ip` (the
+    address client_ip.py resolves, X-Forwarded-For only from trusted proxies).
+
+    Each endpoint owns `POINTS_PER_WEIGHT * weight` points on a 64-bit ring,
+    placed by hashing "host:port#n". A request goes to the owner of the first
+    point at or after the hash of its key. The ring depends on the endpoint
+    addresses and weights only, so every worker and every restart maps a key
+    to the same endpoint, and adding an endpoint to N moves only the keys on
+    its new arcs, about 1/(N+1) of them.
+
+    A request without the key (no such header or cookie, or an empty value)
+    is balanced by smooth weighted round robin instead.
+    """
+
+    __slots__ = ("pools", "points", "owners", "kind", "name", "trusted", "fallback")
+
+    def __init__(self, pools, hash_on: str, trusted_proxies: tuple = ()):
+        self.pools = list(pools)
+        self.fallback = RoundRobin(self.pools)
+        kind, _, name = hash_on.partition(":")
+        if kind not in ("header", "cookie", "client_ip"):
+            raise ValueError(f"unknown hash_on {hash_on!r}")
+        self.kind = kind
+        # Header names compare case-insensitively, cookie names exactly.
+        self.name = name.lower().encode("ascii") if kind == "header" else name.encode("ascii")
+        self.trusted = tuple(trusted_proxies)
+        total_weight = sum(p.endpoint.weight for p in self.pools)
+        per_weight = POINTS_PER_WEIGHT
+        if total_weight * per_weight > MAX_RING_POINTS:
+            per_weight = max(1, MAX_RING_POINTS // total_weight)
+        ring = []
+        for pool in self.pools:
+            address = pool.endpoint.address.encode()
+            for n in range(per_weight * pool.endpoint.weight):
+                # The address breaks (astronomically unlikely) hash ties the same way everywhere.
+                ring.append((stable_hash(b"%s#%d" % (address, n)), address, pool))
+        ring.sort(key=lambda point: point[:2])
+        self.points = [point[0] for point in ring]
+        self.owners = [point[2] for point in ring]
+
+    def key(self, exchange) -> bytes | None:
+        """The bytes hashed for this request, or None when it has none."""
+        kind = self.kind
+        if kind == "header":
+            target = self.name
+            values = [v for n, v in exchange.request_headers if n.lower() == target]
+            return b", ".join(values) or None
+        if kind == "cookie":
+            target = self.name
+            for n, v in exchange.request_headers:
+                if n.lower() != b"cookie":
+                    continue
+                for pair in v.split(b";"):
+                    name, eq, value = pair.strip().partition(b"=")
+                    if eq and name == target:
+                        return value or None
+            return None
+        peer = exchange.client.peer_ip
+        if not self.trusted:
+            return peer
+        xff = [v for n, v in exchange.request_headers if n.lower() == b"x-forwarded-for"]
+        return client_ip(peer, xff, self.trusted)
+
+    def pick(self, exchange=None):
+        pools = self.pools
+        if len(pools) <= 1:
+            return pools[0] if pools else None
+        key = self.key(exchange) if exchange is not None else None
+        if key is None:
+            return self.fallback.pick()
+        return self.owner(key)
+
+    def owner(self, key: bytes):
+        points = self.points
+        index = bisect_left(points, stable_hash(key))  # the first point at or after the hash
+        return self.owners[index if index < len(points) else 0]
+
+
+BALANCERS = {"round_robin": RoundRobin, "least_request": LeastRequest, "p2c": PowerOfTwo,
+             "ring_hash": RingHash}
+
+
+def make_balancer(kind: str, pools, *, hash_on: str | None = None, trusted_proxies: tuple = ()):
+    if kind == "ring_hash":
+        if not hash_on:
+            raise ValueError("ring_hash needs hash_on")
+        return RingHash(pools, hash_on, trusted_proxies)
     return BALANCERS[kind](pools)

@@ -24,12 +24,13 @@ class ClusterRuntime:
 
     __slots__ = ("config", "pools", "balancer", "watches_outcomes")
 
-    def __init__(self, loop, cluster):
+    def __init__(self, loop, cluster, trusted_proxies=()):
         self.config = cluster
         self.pools = [EndpointPool(loop, ep, cluster) for ep in cluster.endpoints]
-        self.balancer = make_balancer(cluster.lb, self.pools)
+        self.balancer = make_balancer(cluster.lb, self.pools, hash_on=cluster.hash_on,
+                                      trusted_proxies=trusted_proxies)
         self.watches_outcomes = False
 
     def pick(self, exchange):
-        return self.balancer.pick()
+        return self.balancer.pick(exchange)
 
