@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from fastgw import __version__
 from fastgw.config import Config, ConfigError, from_command_line, load, with_workers
 from fastgw.config.errors import Invalid
-from fastgw.config.model import HeaderOps, RateLimit, Route
+from fastgw.config.model import CircuitBreaker, HeaderOps, RateLimit, Route
 from fastgw.config.schema import format_address, parse_duration, parse_workers, percent_encode_path
 
 if TYPE_CHECKING:  # the real import is deferred: it needs the native router
@@ -217,6 +217,8 @@ def _print_route(config: Config, route: Route, params: Params, method: str, upst
     print(f"cluster:  {cluster.name}, lb {cluster.lb}{hashing}")
     for endpoint in cluster.endpoints:
         print(f"            http://{format_address(endpoint.host, endpoint.port)}  weight {endpoint.weight}")
+    if cluster.circuit_breaker is not None:
+        print(f"circuit breaker: {_describe_breaker(cluster.circuit_breaker)}")
     print(f"upstream: {method} {upstream}{_rewrite_note(route)}")
     _print_header_ops("request headers", route.request_headers)
     _print_header_ops("response headers", route.response_headers)
@@ -225,6 +227,16 @@ def _print_route(config: Config, route: Route, params: Params, method: str, upst
     print(f"timeouts: connect {_seconds(timeouts.connect)}, response_header {_seconds(timeouts.response_header)}, "
           f"idle {_seconds(timeouts.idle)}, websocket_idle {_seconds(timeouts.websocket_idle)} ({source})")
     _print_rate_limits(route.rate_limits)
+
+
+def _describe_breaker(breaker: CircuitBreaker) -> str:
+    if breaker.failure_ratio is None:
+        trip = f"opens after {breaker.failures} consecutive failures"
+    else:
+        trip = (f"opens when {breaker.failure_ratio:g} of the last {breaker.window} requests fail "
+                f"(at least {breaker.min_requests} counted)")
+    return (f"{trip}, open for {_seconds(breaker.open_for)}, then {breaker.half_open_probes} "
+            f"half-open probe(s); per worker")
 
 
 def _format_params(params: Params) -> str:

@@ -801,7 +801,7 @@ cdef class Exchange(Timed):
         if not self.request_done:
             # The rest of the request body can't be framed away safely: close after.
             self.keep_alive = False
-        self._write_error(error.status, error.code, error.message)
+        self._write_error(error.status, error.code, error.message, error.headers)
         self._response_finished()
 
     cdef void abort(self):

@@ -23,6 +23,13 @@ DEFAULT_WEBSOCKET_IDLE_TIMEOUT = 3600.0  # a tunnel is long-lived by nature: one
 DEFAULT_POOL_MAX_IDLE = 1024  # churn (a dial + a TIME_WAIT per request) costs more than idle sockets
 DEFAULT_POOL_IDLE_TIMEOUT = 60.0
 
+# Circuit breaker (off unless a cluster has `circuit_breaker:`).
+DEFAULT_CB_FAILURES = 5
+DEFAULT_CB_WINDOW = 20
+DEFAULT_CB_MIN_REQUESTS = 10
+DEFAULT_CB_OPEN_FOR = 10.0
+DEFAULT_CB_HALF_OPEN_PROBES = 1
+
 DEFAULT_CLIENT_HEADER_TIMEOUT = 10.0
 DEFAULT_KEEPALIVE_TIMEOUT = 75.0
 DEFAULT_DRAIN_TIMEOUT = 30.0
@@ -81,6 +88,25 @@ class UpstreamTimeouts:
 
 
 @dataclass(frozen=True, slots=True)
+class CircuitBreaker:
+    """When to stop sending a cluster requests (fastgw/policy/circuit.py).
+
+    One trip model per breaker: `failure_ratio` None means `failures`
+    consecutive failures open the circuit; otherwise the share of failures
+    among the last `window` outcomes does, once at least `min_requests` are
+    in the window. The circuit stays open `open_for` seconds, then lets
+    `half_open_probes` requests through: all succeed -> closed, one fails ->
+    open again. State is per worker process.
+    """
+    failures: int = DEFAULT_CB_FAILURES
+    failure_ratio: float | None = None
+    window: int = DEFAULT_CB_WINDOW
+    min_requests: int = DEFAULT_CB_MIN_REQUESTS
+    open_for: float = DEFAULT_CB_OPEN_FOR
+    half_open_probes: int = DEFAULT_CB_HALF_OPEN_PROBES
+
+
+@dataclass(frozen=True, slots=True)
 class Cluster:
     name: str
     endpoints: tuple[Endpoint, ...]
@@ -89,6 +115,7 @@ class Cluster:
     pool_max_idle: int = DEFAULT_POOL_MAX_IDLE
     pool_idle_timeout: float = DEFAULT_POOL_IDLE_TIMEOUT
     timeouts: UpstreamTimeouts = field(default_factory=UpstreamTimeouts)
+    circuit_breaker: CircuitBreaker | None = None  # None: no breaker
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,8 +5,8 @@ from dataclasses import replace
 from functools import partial
 
 from fastgw.config import model
-from fastgw.config.errors import child, item
-from fastgw.config.model import Cluster, Endpoint, Limits, Listener, ServerSettings, UpstreamTimeouts
+from fastgw.config.errors import Invalid, child, item
+from fastgw.config.model import CircuitBreaker, Cluster, Endpoint, Limits, Listener, ServerSettings, UpstreamTimeouts
 from fastgw.config.reader import Section, parse_or_record
 from fastgw.config.schema import HASH_ON_HINT, LB_POLICIES, parse_hash_on
 from fastgw.config.schema import (
@@ -119,7 +119,7 @@ def _read_server_timeouts(timeouts: Section) -> dict[str, float]:
 
 # --- clusters --------------------------------------------------------------
 
-CLUSTER_KEYS = ("lb", "hash_on", "endpoints", "pool", "timeouts")
+CLUSTER_KEYS = ("lb", "hash_on", "endpoints", "pool", "timeouts", "circuit_breaker")
 POOL_KEYS = ("max_idle", "idle_timeout")
 ENDPOINT_KEYS = ("url", "weight")
 UPSTREAM_TIMEOUT_KEYS = ("connect", "response_header", "idle", "websocket_idle")
@@ -164,6 +164,50 @@ def _read_cluster(name: str, cluster: Section) -> Cluster:
         pool_max_idle=pool.parse("max_idle", partial(parse_int, minimum=0, example=64), model.DEFAULT_POOL_MAX_IDLE),
         pool_idle_timeout=pool.parse("idle_timeout", parse_duration, model.DEFAULT_POOL_IDLE_TIMEOUT),
         timeouts=read_upstream_timeouts(cluster.section("timeouts", UPSTREAM_TIMEOUT_KEYS), UpstreamTimeouts()),
+        circuit_breaker=_read_circuit_breaker(cluster) if "circuit_breaker" in cluster.raw else None,
+    )
+
+
+CIRCUIT_BREAKER_KEYS = ("failures", "failure_ratio", "window", "min_requests", "open_for", "half_open_probes")
+RATIO_HINT = "write a share of requests between 0 and 1, e.g. 0.5 for half"
+
+
+def parse_ratio(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise Invalid(f"expected a number, got {describe(value)}", RATIO_HINT)
+    if not 0 < value <= 1:
+        raise Invalid(f"must be above 0 and at most 1, got {value}", RATIO_HINT)
+    return float(value)
+
+
+def _read_circuit_breaker(cluster: Section) -> CircuitBreaker:
+    """`failures` (consecutive) or `failure_ratio` (over `window`): one model per breaker."""
+    section = cluster.section("circuit_breaker", CIRCUIT_BREAKER_KEYS)
+    ratio = section.parse("failure_ratio", parse_ratio, None)
+    if ratio is not None or section.has("failure_ratio"):
+        if section.has("failures"):
+            section.errors.add(section.path("failures"), "can't be combined with failure_ratio",
+                               "keep one: failures counts consecutive failures, "
+                               "failure_ratio the share of failures in the last `window` requests")
+    else:
+        for key in ("window", "min_requests"):
+            if section.has(key):
+                section.errors.add(section.path(key), "only used with failure_ratio",
+                                   "add failure_ratio, e.g. 0.5, or remove it")
+    window = section.parse("window", partial(parse_int, minimum=1, example=20), model.DEFAULT_CB_WINDOW)
+    min_requests = section.parse("min_requests", partial(parse_int, minimum=1, example=10),
+                                 min(model.DEFAULT_CB_MIN_REQUESTS, window))
+    if min_requests > window:
+        section.errors.add(section.path("min_requests"), f"{min_requests} is more than window ({window})",
+                           "the window holds only `window` requests; use min_requests <= window")
+    return CircuitBreaker(
+        failures=section.parse("failures", partial(parse_int, minimum=1, example=5), model.DEFAULT_CB_FAILURES),
+        failure_ratio=ratio,
+        window=window,
+        min_requests=min_requests,
+        open_for=section.parse("open_for", parse_duration, model.DEFAULT_CB_OPEN_FOR),
+        half_open_probes=section.parse("half_open_probes", partial(parse_int, minimum=1, example=1),
+                                       model.DEFAULT_CB_HALF_OPEN_PROBES),
     )
 
 

@@ -11,13 +11,15 @@ from fastgw._native.headers import status_line
 
 
 class ProxyError(Exception):
-    """A failure that ends in a local reply: status, stable code, human message."""
+    """A failure that ends in a local reply: status, stable code, human message,
+    and optional extra header lines for the reply (`b"Retry-After: 3\r\n"`)."""
 
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, headers: bytes = b""):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers
 
 
 def error_reply(status: int, code: str, message: str, request_id: bytes,

@@ -7,6 +7,7 @@ in fastgw/_native/proxy.pyx, because it is called for every request.
 from __future__ import annotations
 
 from fastgw._native.proxy import EndpointPool
+from fastgw.policy.circuit import CircuitBreaker
 from fastgw.upstream.balancer import make_balancer
 
 
@@ -20,17 +21,33 @@ class ClusterRuntime:
     STATUS_5XX, CANCELLED). A policy that watches outcomes (circuit breaker,
     outlier detection) sets the flag and provides `report`; without one the
     hot path pays one attribute read.
+
+    The circuit breaker (fastgw/policy/circuit.py, per worker) is such a
+    policy: present only when the cluster configures `circuit_breaker`.
     """
 
-    __slots__ = ("config", "pools", "balancer", "watches_outcomes")
+    __slots__ = ("config", "pools", "balancer", "watches_outcomes", "breaker")
 
     def __init__(self, loop, cluster, trusted_proxies=()):
         self.config = cluster
         self.pools = [EndpointPool(loop, ep, cluster) for ep in cluster.endpoints]
         self.balancer = make_balancer(cluster.lb, self.pools, hash_on=cluster.hash_on,
                                       trusted_proxies=trusted_proxies)
-        self.watches_outcomes = False
+        self.breaker = None
+        if cluster.circuit_breaker is not None:
+            self.breaker = CircuitBreaker(cluster.circuit_breaker, cluster.name)
+        self.watches_outcomes = self.breaker is not None
 
     def pick(self, exchange):
-        return self.balancer.pick(exchange)
+        breaker = self.breaker
+        if breaker is None:
+            return self.balancer.pick(exchange)
+        breaker.admit()  # ProxyError 503 circuit_open while open
+        pool = self.balancer.pick(exchange)
+        if pool is None:
+            breaker.release()
+        return pool
+
+    def report(self, pool, outcome):
+        self.breaker.record(outcome)
 

@@ -1,0 +1,97 @@
+"""clusters.NAME.circuit_breaker end to end: a real gateway in front of an
+upstream that fails, counting what actually reaches the upstream."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from support import assert_gateway_error, cluster, free_port, http_request, route
+
+OPEN_FOR = 0.5
+
+
+@pytest.fixture
+def breaker_gateway(upstream, gateway_factory):
+    config = {
+        "clusters": {
+            "main": cluster(upstream.url, circuit_breaker={"failures": 3, "open_for": f"{OPEN_FOR}s"}),
+            "plain": cluster(upstream.url),
+        },
+        "routes": [
+            route("plain", "plain", prefix="/plain"),
+            route("all", "main", prefix="/"),
+        ],
+    }
+    return gateway_factory(config), upstream
+
+
+def trip(gw, up) -> None:
+    for _ in range(3):
+        resp = http_request(gw.port, "GET", "/status/500")
+        assert resp.status == 500, resp.describe()  # the upstream's own 500, passed through
+
+
+def assert_refused(gw, up, path: str = "/fixed") -> None:
+    before = len(up.requests)
+    resp = http_request(gw.port, "GET", path)
+    err = assert_gateway_error(resp, 503, "circuit_open")
+    assert "main" in err["message"]
+    assert resp.header("retry-after") == "1"  # ceil of at most 0.5 s
+    time.sleep(0.05)
+    assert len(up.requests) == before, "a request went to the upstream while the circuit was open"
+
+
+@pytest.mark.timeout(30)
+def test_opens_after_failures_then_a_successful_probe_closes(breaker_gateway):
+    gw, up = breaker_gateway
+    trip(gw, up)
+    assert len(up.requests) == 3
+    assert_refused(gw, up)
+    assert_refused(gw, up, "/status/500")
+    # Another cluster on the same upstream has no breaker: unaffected.
+    assert http_request(gw.port, "GET", "/plain/fixed").status == 200
+    count = len(up.requests)
+
+    time.sleep(OPEN_FOR + 0.1)
+    resp = http_request(gw.port, "GET", "/fixed")  # the half-open probe
+    assert resp.status == 200, resp.describe()
+    assert len(up.requests) == count + 1
+    # Closed again, with fresh counts: two failures don't reopen it.
+    for _ in range(2):
+        assert http_request(gw.port, "GET", "/status/500").status == 500
+    assert http_request(gw.port, "GET", "/fixed").status == 200
+    assert len(up.requests) == count + 4
+    assert "'main' opened" in gw.stderr() and "'main' closed" in gw.stderr()
+
+
+@pytest.mark.timeout(30)
+def test_a_failing_probe_reopens(breaker_gateway):
+    gw, up = breaker_gateway
+    trip(gw, up)
+    assert_refused(gw, up)
+    time.sleep(OPEN_FOR + 0.1)
+    resp = http_request(gw.port, "GET", "/status/503")  # the probe fails
+    assert resp.status == 503 and resp.header("retry-after") is None, resp.describe()
+    assert len(up.requests) == 4
+    assert_refused(gw, up)
+    time.sleep(OPEN_FOR + 0.1)
+    assert http_request(gw.port, "GET", "/fixed").status == 200
+    assert len(up.requests) == 5
+
+
+@pytest.mark.timeout(30)
+def test_refused_port_opens_the_circuit(gateway_factory):
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens here
+    gw = gateway_factory({
+        "clusters": {"dead": cluster(dead, circuit_breaker={"failures": 2, "open_for": "10s"})},
+        "routes": [route("all", "dead", prefix="/")],
+    })
+    for _ in range(2):
+        assert_gateway_error(http_request(gw.port, "GET", "/x"), 502, "upstream_connect_failed")
+    resp = http_request(gw.port, "GET", "/x")
+    assert_gateway_error(resp, 503, "circuit_open")
+    assert resp.header("retry-after") in {"9", "10"}
+    # A request with a body is refused the same way.
+    resp = http_request(gw.port, "POST", "/x", body=b"hello")
+    assert_gateway_error(resp, 503, "circuit_open")
