@@ -34,16 +34,8 @@ ROOT="$(dirname "$HERE")"
 PEERS_SH="${PEERS_SH:-$ROOT/../shared/bench/peers.sh}"
 [ -x "$PEERS_SH" ] || [ -f "$PEERS_SH" ] || { echo "peers.sh not found at $PEERS_SH (set PEERS_SH)" >&2; exit 1; }
 
-if [ -z "${FASTGW_CMD:-}" ]; then
-    if command -v fastgw >/dev/null 2>&1; then
-        FASTGW_CMD=fastgw
-    else
-        FASTGW_CMD="python3 -m fastgw"
-        if ! (cd / && python3 -c 'import fastgw.cli') >/dev/null 2>&1; then
-            export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-        fi
-    fi
-fi
+# shellcheck source=bench/fastgw_cmd.sh
+. "$HERE/fastgw_cmd.sh"
 export FASTGW_CMD   # read by run_features.sh
 # A scratch dir of its own: peers.sh's default (/tmp/anchors-run) is shared by
 # everyone running it on this machine, and a concurrent run rewrites its configs.

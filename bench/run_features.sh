@@ -30,16 +30,8 @@ case "$PORT" in ''|*[!0-9]*) echo "bad PORT: $PORT" >&2; exit 2;; esac
 case "$UPSTREAM" in *:*) ;; *) echo "UPSTREAM must be host:port, got: $UPSTREAM" >&2; exit 2;; esac
 UPSTREAM="${UPSTREAM#http://}"
 
-if [ -z "${FASTGW_CMD:-}" ]; then
-    if command -v fastgw >/dev/null 2>&1; then
-        FASTGW_CMD=fastgw
-    else
-        FASTGW_CMD="python3 -m fastgw"
-        if ! (cd / && python3 -c 'import fastgw.cli') >/dev/null 2>&1; then
-            export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-        fi
-    fi
-fi
+# shellcheck source=bench/fastgw_cmd.sh
+. "$HERE/fastgw_cmd.sh"
 
 CONF="${FEATURES_CONF:-${TMPDIR:-/tmp}/fastgw-features-$PORT.yaml}"
 sed -e "s|@LISTEN@|127.0.0.1:$PORT|g" -e "s|@UPSTREAM@|$UPSTREAM|g" \
