@@ -77,7 +77,6 @@ class Gateway(GatewayCore):
         self.deadlines = Deadlines(loop)
         self.connections = set()
         self.draining = False
-        self.tunnels = 0
         self._drained = None
         self._sweeper = loop.call_later(POOL_SWEEP_INTERVAL, self._sweep_pools)
 
@@ -93,12 +92,6 @@ class Gateway(GatewayCore):
         if self.draining and not self.connections and self._drained is not None:
             if not self._drained.done():
                 self._drained.set_result(None)
-
-    def tunnel_opened(self):
-        self.tunnels += 1
-
-    def tunnel_closed(self):
-        self.tunnels -= 1
 
     def log_internal_error(self, where, error):
         log.error("internal error in %s: %r", where, error, exc_info=error)

@@ -23,7 +23,6 @@ class Tunnel:
 
     def start(self, from_upstream, to_upstream):
         """Begin with the bytes each side sent right after the handshake."""
-        self.client.gateway.tunnel_opened()
         loop = self.client.loop
         self.last_activity = loop.time()
         if self.idle_timeout:
@@ -67,7 +66,6 @@ class Tunnel:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        self.client.gateway.tunnel_closed()
         # close() flushes what is buffered before the FIN.
         self.client.transport.close()
         self.upstream.transport.close()
