@@ -79,6 +79,11 @@ DEF PAUSE_CLOSING = 4     # nothing more is parsed on this connection
 DEF WAIT_HEAD = 1   # response_header timeout: waiting for the upstream's status line
 DEF WAIT_IDLE = 2   # idle timeout: a body in flight has stalled
 
+# Where an exchange is in its admission stages (RoutePlan.admission).
+DEF ADMIT_RUNNING = 1   # inside a stage's admit()
+DEF ADMIT_WAITING = 2   # a stage answered WAIT: admission_done() resumes
+DEF ADMIT_EARLY = 3     # admission_done() came before admit() returned WAIT
+
 # How an exchange's use of an endpoint ended, reported to the cluster
 # (`ClusterRuntime.report(pool, outcome)`) for circuit breaking and outlier
 # detection. Exported for the Python side.
@@ -90,6 +95,9 @@ DEF OUTCOME_BAD_RESPONSE = 4 # malformed or ambiguous response
 DEF OUTCOME_5XX = 5          # a 5xx status from the upstream
 DEF OUTCOME_CANCELLED = 6    # the client went away: says nothing about the upstream
 OK, CONNECT_FAILURE, TIMEOUT, RESET, BAD_RESPONSE, STATUS_5XX, CANCELLED = range(7)
+
+# An admission stage's answer: "I keep this exchange and call admission_done later".
+WAIT = object()
 
 cdef bytes CHUNK_END = b"0\r\n\r\n"
 cdef bytes CRLF = b"\r\n"
@@ -139,6 +147,7 @@ cdef class RoutePlan:
     cdef public object rewrite            # None, or (path, params) -> upstream path
     cdef public bytes default_host        # Host for HTTP/1.0 requests without one
     cdef public object limiter            # None, or .check(peer_ip, headers) -> decision (phase 4)
+    cdef public tuple admission           # None, or stages with .admit(exchange) (phase 4, async)
 
 
 # ---------------------------------------------------------------------------
@@ -454,6 +463,10 @@ cdef class Exchange(Timed):
     cdef public list request_headers  # the client's header list (balancers may hash on it)
     cdef int deadline_kind
     cdef bytes response_extra    # header lines policies add to the response (rate-limit state)
+    cdef Py_ssize_t admission_step  # next stage of plan.admission to run
+    cdef int admission_state     # ADMIT_*
+    cdef object admission_verdict  # a verdict given while its stage's admit() was still running
+    cdef list finish_callbacks   # None, or callables run once when the exchange ends
 
     def __init__(self, ClientConnection client, bytes method, MessageInfo info,
                  bytes request_id, bint keep_alive, bint http11):
@@ -488,6 +501,76 @@ cdef class Exchange(Timed):
             self._write_error(status, code, message, extra)
             self._response_finished()
             return
+        if self.plan.admission is not None:
+            self._run_admission()
+            return
+        self._select_upstream()
+
+    # -- phase 4: admission stages (Redis limits, concurrency slots) -----------
+    cdef void _run_admission(self):
+        """Run the plan's remaining stages in order; stop at a refusal or at a
+        stage that keeps the exchange (WAIT); after the last one, phase 5."""
+        cdef tuple stages = self.plan.admission
+        while self.admission_step < len(stages):
+            stage = stages[self.admission_step]
+            self.admission_step += 1
+            self.admission_state = ADMIT_RUNNING
+            try:
+                verdict = stage.admit(self)
+            except Exception as err:  # a bug in a stage: this request fails, the rest go on
+                self.client.gateway.log_internal_error(f"admission stage {stage!r}", err)
+                verdict = ProxyError(500, "internal_error", "internal error in an admission stage")
+            if verdict is WAIT:
+                if self.admission_state == ADMIT_EARLY:  # it already decided
+                    verdict = self.admission_verdict
+                    self.admission_verdict = None
+                else:
+                    self.admission_state = ADMIT_WAITING
+                    return
+            self.admission_state = 0
+            if verdict is not None:
+                self.fail(verdict)
+                return
+        self._select_upstream()
+
+    def admission_done(self, verdict):
+        """A stage that answered WAIT decides: None goes on, a ProxyError refuses."""
+        if self.admission_state == ADMIT_RUNNING:
+            self.admission_state = ADMIT_EARLY
+            self.admission_verdict = verdict
+            return
+        if self.admission_state != ADMIT_WAITING or self.finished:
+            return
+        self.admission_state = 0
+        if verdict is not None:
+            self.fail(verdict)
+        else:
+            self._run_admission()
+
+    def add_response_headers(self, bytes lines):
+        """Header lines ("Name: value\r\n" each) for the response this exchange sends."""
+        self.response_extra = lines if self.response_extra is None else self.response_extra + lines
+
+    def on_finish(self, callback):
+        """Call `callback(exchange)` once when the exchange ends, however it ends."""
+        if self.finish_callbacks is None:
+            self.finish_callbacks = [callback]
+        else:
+            self.finish_callbacks.append(callback)
+
+    cdef void _mark_finished(self):
+        self.finished = True
+        cdef list callbacks = self.finish_callbacks
+        if callbacks is not None:
+            self.finish_callbacks = None
+            for callback in callbacks:
+                try:
+                    callback(self)
+                except Exception as err:
+                    self.client.gateway.log_internal_error("an exchange's finish callback", err)
+
+    # -- phase 5: upstream select ---------------------------------------------
+    cdef void _select_upstream(self):
         try:
             pool = self.plan.cluster.pick(self)  # phase 5: upstream select
         except ProxyError as refused:            # e.g. 503 circuit_open
@@ -528,7 +611,7 @@ cdef class Exchange(Timed):
         self._cancel_timer()
         if self.counted and not self.response_done and self.outcome == OUTCOME_OK:
             self.outcome = OUTCOME_CANCELLED
-        self.finished = True
+        self._mark_finished()
         self._release_endpoint()
         cdef UpstreamConnection upstream = self.upstream
         if upstream is not None:
@@ -661,7 +744,7 @@ cdef class Exchange(Timed):
         """The upstream answered 101: the connection pair becomes a byte tunnel."""
         if self.upgraded and not self.finished:
             self._cancel_timer()
-            self.finished = True
+            self._mark_finished()
             self.upstream = None
             conn.exchange = None
             self._release_endpoint()
@@ -808,7 +891,7 @@ cdef class Exchange(Timed):
         """The response is partly sent and can't be completed: close the client."""
         self._cancel_timer()
         self.response_done = True
-        self.finished = True
+        self._mark_finished()
         self._release_endpoint()
         self.client.abort()
 
@@ -818,7 +901,7 @@ cdef class Exchange(Timed):
 
     cdef void _maybe_finish(self):
         if self.response_done and (self.request_done or not self.keep_alive) and not self.finished:
-            self.finished = True
+            self._mark_finished()
             self._release_endpoint()
             self.client.exchange_finished(self)
 

@@ -51,3 +51,9 @@ class ClusterRuntime:
     def report(self, pool, outcome):
         self.breaker.record(outcome)
 
+    def endpoint_states(self):
+        """[(pool, state)] for the admin API and readiness. Without health
+        checking or outlier detection every endpoint counts as healthy (as in
+        Envoy): traffic goes to all of them."""
+        return [(pool, "healthy") for pool in self.pools]
+
