@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 
+from fastgw.config.health_model import DnsDiscovery, EndpointsFile, HealthCheck, OutlierDetection
+
 # Safe defaults, in one place so the README's reference can quote them.
 DEFAULT_MAX_HEADER_BYTES = 16 * 1024
 DEFAULT_MAX_HEADER_COUNT = 100
@@ -116,6 +118,12 @@ class Cluster:
     pool_idle_timeout: float = DEFAULT_POOL_IDLE_TIMEOUT
     timeouts: UpstreamTimeouts = field(default_factory=UpstreamTimeouts)
     circuit_breaker: CircuitBreaker | None = None  # None: no breaker
+    # Health and discovery (config/health_model.py, upstream/health.py, outlier.py, discovery.py).
+    health_check: HealthCheck | None = None
+    outlier_detection: OutlierDetection | None = None
+    panic_threshold: float = 0.0  # percent; 0: no panic mode (no healthy endpoint -> 503)
+    dns: DnsDiscovery | None = None              # endpoints from DNS (then `endpoints` is empty at load)
+    endpoints_file: EndpointsFile | None = None  # endpoints from a watched file (read once at load too)
 
 
 @dataclass(frozen=True, slots=True)

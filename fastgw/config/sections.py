@@ -6,6 +6,7 @@ from functools import partial
 
 from fastgw.config import model
 from fastgw.config.errors import Invalid, child, item
+from fastgw.config.health_section import DISCOVERY_KEYS, HEALTH_KEYS, read_discovery, read_health
 from fastgw.config.model import CircuitBreaker, Cluster, Endpoint, Limits, Listener, ServerSettings, UpstreamTimeouts
 from fastgw.config.reader import Section, parse_or_record
 from fastgw.config.schema import HASH_ON_HINT, LB_POLICIES, parse_hash_on
@@ -119,7 +120,7 @@ def _read_server_timeouts(timeouts: Section) -> dict[str, float]:
 
 # --- clusters --------------------------------------------------------------
 
-CLUSTER_KEYS = ("lb", "hash_on", "endpoints", "pool", "timeouts", "circuit_breaker")
+CLUSTER_KEYS = ("lb", "hash_on", "endpoints", "pool", "timeouts", "circuit_breaker", *HEALTH_KEYS, *DISCOVERY_KEYS)
 POOL_KEYS = ("max_idle", "idle_timeout")
 ENDPOINT_KEYS = ("url", "weight")
 UPSTREAM_TIMEOUT_KEYS = ("connect", "response_header", "idle", "websocket_idle")
@@ -153,7 +154,7 @@ def read_clusters(top: Section) -> dict[str, Cluster]:
 
 def _read_cluster(name: str, cluster: Section) -> Cluster:
     pool = cluster.section("pool", POOL_KEYS)
-    endpoints = _read_endpoints(cluster)
+    endpoints, discovery = read_discovery(cluster, _read_endpoints)
     lb = cluster.parse("lb", parse_lb, "round_robin")
     return Cluster(
         name=name,
@@ -165,6 +166,8 @@ def _read_cluster(name: str, cluster: Section) -> Cluster:
         pool_idle_timeout=pool.parse("idle_timeout", parse_duration, model.DEFAULT_POOL_IDLE_TIMEOUT),
         timeouts=read_upstream_timeouts(cluster.section("timeouts", UPSTREAM_TIMEOUT_KEYS), UpstreamTimeouts()),
         circuit_breaker=_read_circuit_breaker(cluster) if "circuit_breaker" in cluster.raw else None,
+        **read_health(cluster),
+        **discovery,
     )
 
 

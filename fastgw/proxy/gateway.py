@@ -39,8 +39,8 @@ def make_route_plan(route: Route, cluster: ClusterRuntime, timeouts, table: Rout
     plan.response_rewrite = HeaderRewrite(add=resp.add, set=resp.set, remove=resp.remove)
     if route.strip_prefix is not None or route.rewrite_path is not None:
         plan.rewrite = functools.partial(table.upstream_path, route)
-    # Host for requests that came without one (HTTP/1.0): the first endpoint.
-    plan.default_host = cluster.config.endpoints[0].address.encode()
+    # Host for requests that came without one (HTTP/1.0): the first endpoint (or the DNS name).
+    plan.default_host = cluster.default_host
     return plan
 
 
@@ -116,6 +116,7 @@ class Gateway(GatewayCore):
         self._sweeper.cancel()
         self.deadlines.close()
         for cluster in self.clusters.values():
+            cluster.close()  # health checks, discovery watchers, timers
             for pool in cluster.pools:
                 pool.close_idle()
 
