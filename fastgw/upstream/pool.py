@@ -11,6 +11,7 @@ import logging
 from fastgw._native.proxy import EndpointPool
 from fastgw.config.schema import format_address
 from fastgw.policy.circuit import CircuitBreaker
+from fastgw.policy.retry import RetryBudget
 from fastgw.proxy.errors import ProxyError
 from fastgw.upstream.balancer import NoHealthyEndpoint, build_ring, make_balancer
 from fastgw.upstream.discovery import DnsWatcher, FileWatcher
@@ -58,7 +59,7 @@ class ClusterRuntime:
 
     __slots__ = ("config", "loop", "pools", "balancer", "watches_outcomes", "breaker", "checker",
                  "outliers", "watcher", "ring", "trusted_proxies", "default_host", "panic",
-                 "_return_timer")
+                 "_return_timer", "retry_budget", "serving")
 
     def __init__(self, loop, cluster, trusted_proxies=()):
         self.config = cluster
@@ -80,6 +81,7 @@ class ClusterRuntime:
         for pool in self.pools:
             self._watch_pool(pool)
         self.watches_outcomes = self.breaker is not None or self.outliers is not None
+        self.retry_budget = RetryBudget(cluster.retry_budget)
         # Host for HTTP/1.0 requests that came without one.
         if cluster.endpoints:
             self.default_host = cluster.endpoints[0].address.encode()
@@ -112,6 +114,24 @@ class ClusterRuntime:
         if pool is None:
             breaker.release()
         return pool
+
+    def pick_retry(self, exchange, failed):
+        """Phase 5 again for a retry: another endpoint than the one that just
+        failed, where the cluster has one in service (the balancer is asked
+        twice more, then the next endpoint in service is taken: ring_hash
+        would keep answering the same one)."""
+        pool = self.pick(exchange)
+        serving = self.serving
+        if pool is not failed or len(serving) < 2:
+            return pool
+        for _ in range(2):
+            other = self.balancer.pick(exchange)
+            if other is not None and other is not failed:
+                return other
+        try:
+            return serving[(serving.index(failed) + 1) % len(serving)]
+        except ValueError:  # out of service meanwhile: any endpoint in service will do
+            return serving[0]
 
     def report(self, pool, outcome):
         if self.breaker is not None:
@@ -158,6 +178,7 @@ class ClusterRuntime:
                              cluster.name, len(serving), len(pools))
             if panic:
                 serving = pools
+        self.serving = serving
         if pools and not serving:
             self.balancer = NoHealthyEndpoint(cluster.name, len(pools))
             return
