@@ -18,8 +18,10 @@ state table written by one and read by all; per-worker checks need neither,
 their state is where the balancer reads it, and a worker restarted by the
 master starts checking at once. The price is N workers x checks: with 8
 workers, 50 endpoints and the default 5 s interval, 80 small GETs a second
-for the host, about 0.2 ms of CPU each (bench/health_check_cost.py measures
-it), so well under 2% of one core. Each endpoint's first check is delayed by
+for the host, at 0.11-0.14 ms of checker CPU each (bench/health_check_cost.py
+on the 2-core dev machine), about 1% of one core; each endpoint sees
+N / interval checks a second (1.6/s here), which is what an upstream
+behind N single-process gateways would see anyway. Each endpoint's first check is delayed by
 a random fraction of the interval (at most 0.5 s) so that workers started
 together don't check in lockstep. Two workers may disagree for up to one
 interval; each balances on what it saw.
