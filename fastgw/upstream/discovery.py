@@ -64,7 +64,11 @@ class _Watcher:
 
 class DnsWatcher(_Watcher):
     """`dns: {name, port, interval}`: the name's addresses, each an endpoint
-    of weight 1 on `port`, resolved at start and every `interval`."""
+    of weight 1 on `port`, resolved when the worker starts and every
+    `interval`. Until the first answer the cluster has no endpoint (503
+    `no_endpoint`); the first lookup starts with the worker, before it has
+    accepted much, and a local resolver answers in well under a millisecond.
+    A lookup that fails at start leaves the cluster empty until one succeeds."""
 
     __slots__ = ()
 

@@ -216,3 +216,17 @@ def test_ring_hash_moves_only_the_unhealthy_endpoints_keys(upstream_factory, gat
             assert second[user] == first[user], f"{user} moved from {first[user]} to {second[user]}"
         else:
             assert second[user] in ("a", "c")
+
+
+@pytest.mark.timeout(30)
+def test_each_worker_checks_for_itself(upstream_factory, gateway_factory):
+    """Checks run in every worker (no shared state): with two workers, each
+    logs the dead endpoint as unhealthy and neither sends it a request."""
+    a, b = upstream_factory("a"), upstream_factory("b")
+    gw = gateway_factory(health_config(a, b), workers=2)
+    b.stop()
+    marker = f"endpoint 127.0.0.1:{b.port} is unhealthy"
+    assert wait_until(lambda: gw.stderr().count(marker) == 2, 5), gw.stderr()
+    pids = {line.split("fastgw[")[1].split("]")[0] for line in gw.stderr().splitlines() if marker in line}
+    assert len(pids) == 2, "the two lines came from one worker"
+    assert spread(gw, 20) == {200: 20}
