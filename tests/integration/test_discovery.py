@@ -192,3 +192,31 @@ def test_dns_localhost_resolves_without_namespaces(upstream_factory, gateway_fac
             break
     else:
         pytest.fail("no request reached the upstream through the resolved endpoint")
+
+
+@pytest.mark.timeout(30)
+def test_a_removed_endpoint_finishes_its_requests_in_flight(upstream_factory, gateway_factory, tmp_path):
+    """Drain, not cut: a slow request to an endpoint removed meanwhile gets its
+    whole response, and its connection is closed afterwards, not pooled."""
+    import threading
+
+    a, b = upstream_factory("a"), upstream_factory("b")
+    eps = tmp_path / "eps.json"
+    eps.write_text(json.dumps([a.url]))
+    gw = gateway_factory({
+        "clusters": {"c": {"endpoints_file": {"path": str(eps), "interval": "100ms"}}},
+        "routes": [route("all", "c", prefix="/", retries="off")],
+    })
+    result = {}
+    slow = threading.Thread(target=lambda: result.setdefault(
+        "resp", http_request(gw.port, "GET", "/slow?delay=1.5", timeout=10)))
+    slow.start()
+    assert a.wait_for(lambda: any(r.path == "/slow" for r in a.heads), 5)
+    write_atomically(eps, json.dumps([b.url]))
+    assert wait_until(lambda: "removed 127.0.0.1:%d" % a.port in gw.stderr(), 5), gw.stderr()
+    assert http_request(gw.port, "GET", "/x").status == 200 and len(b.requests) == 1
+    assert a.connections[-1].closed_at is None, "the request in flight was cut when its endpoint was removed"
+    slow.join(10)
+    assert result["resp"].status == 200, result["resp"].describe()
+    assert a.wait_for(lambda: all(c.closed_at is not None for c in a.connections), 5), \
+        "the drained endpoint's connection went back to a pool"
