@@ -232,3 +232,20 @@ def test_each_worker_checks_for_itself(upstream_factory, gateway_factory):
     pids = {line.split("fastgw[")[1].split("]")[0] for line in gw.stderr().splitlines() if marker in line}
     assert len(pids) == 2, "the two lines came from one worker"
     assert spread(gw, 20) == {200: 20}
+
+
+@pytest.mark.timeout(30)
+def test_with_retries_clients_never_see_the_dead_endpoint(upstream_factory, gateway_factory):
+    """Default retries plus outlier detection: the failed tries go to the
+    other endpoint, and after two refused connections the dead one is
+    ejected, so later requests are not even tried there."""
+    a, b = upstream_factory("a"), upstream_factory("b")
+    gw = gateway_factory({
+        "clusters": {"c": cluster(a.url, b.url, outlier_detection={
+            "consecutive_connect_failures": 2, "base_ejection": "30s", "max_ejected_percent": 50})},
+        "routes": [route("all", "c", prefix="/")],
+    })
+    b.stop()
+    assert spread(gw, 20) == {200: 20}
+    assert f"endpoint 127.0.0.1:{b.port} ejected for 30s (2 consecutive connect failures" in gw.stderr()
+    assert len(served(a)) == 20
