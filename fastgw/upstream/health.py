@@ -9,7 +9,7 @@ start healthy, so a restart or a reload does not refuse traffic while the
 first checks are in flight, but that first check decides alone: a failing
 one marks the endpoint unhealthy at once instead of waiting for
 `unhealthy_threshold` checks (an endpoint that is down at start-up is out
-within one timeout). Endpoints added by discovery are treated the same way.
+within FIRST_CHECK_SPREAD plus one timeout). Endpoints added by discovery are treated the same way.
 
 Where checks run: in every worker's event loop, each worker checking every
 endpoint for itself (as HAProxy did in its multi-process mode). Checking
