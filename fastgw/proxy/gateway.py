@@ -16,6 +16,8 @@ from fastgw._native.headers import HeaderRewrite, RequestIds
 from fastgw._native.proxy import GatewayCore, RoutePlan
 from fastgw.config.model import Config, Route
 from fastgw.policy.ratelimit import build_limiters
+from fastgw.policy.redis_limit import RedisLimitStage, create_client, has_redis_limits
+from fastgw.redis.ratelimit_lua import SOURCE as RATELIMIT_SCRIPT
 from fastgw.proxy.routing import RouteTable
 from fastgw.upstream.pool import ClusterRuntime
 
@@ -66,11 +68,26 @@ class Gateway(GatewayCore):
         self.allowed_methods = self.routes.allowed_methods
         self.clusters = {name: ClusterRuntime(loop, c, settings.trusted_proxies) for name, c in config.clusters.items()}
         limiters = build_limiters(config, limit_table)
+        self.redis = self.redis_stages = None
+        if config.redis is not None and any(has_redis_limits(route) for route in config.routes):
+            # One pipelined connection per worker, dialled on this loop now
+            # (not at the first request); see fastgw/redis/client.py.
+            self.redis = create_client(loop, config.redis)
+            self.redis_script = self.redis.register(RATELIMIT_SCRIPT)
+            self.redis_stages = {}
+            loop.call_soon(self.redis.start)
         plans = [None] * (max((r.index for r in config.routes), default=-1) + 1)
         for route in config.routes:
             plan = make_route_plan(route, self.clusters[route.cluster],
                                    config.route_timeouts(route), self.routes)
             plan.limiter = limiters.get(route.index)
+            stages = []
+            if self.redis is not None and has_redis_limits(route):
+                stage = RedisLimitStage(route, self.redis, self.redis_script, config.redis,
+                                        settings.trusted_proxies)
+                self.redis_stages[route.index] = stage
+                stages.append(stage)
+            plan.admission = tuple(stages) or None
             plans[route.index] = plan
         self.plans = plans
         self.request_ids = RequestIds()
@@ -115,6 +132,10 @@ class Gateway(GatewayCore):
                     conn.transport.abort()
         self._sweeper.cancel()
         self.deadlines.close()
+        if self.redis is not None:
+            for stage in self.redis_stages.values():
+                stage.close()
+            self.redis.close()
         for cluster in self.clusters.values():
             for pool in cluster.pools:
                 pool.close_idle()
