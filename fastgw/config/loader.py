@@ -49,7 +49,7 @@ def build(document: object, errors: ErrorList, env: Mapping[str, str]) -> Config
     redis = read_redis(top)
     clusters = read_clusters(top)
     routes = read_routes(top, clusters)
-    check_limit_scopes(errors, routes, redis)
+    check_limit_scopes(top, redis)
     config = Config(source=errors.source, listeners=listeners, server=server, clusters=clusters, routes=routes,
                     redis=redis)
     config = _apply_env(config, env, errors)

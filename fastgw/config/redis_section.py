@@ -16,10 +16,10 @@ from __future__ import annotations
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from fastgw.config import model
-from fastgw.config.errors import ErrorList, Invalid
-from fastgw.config.model import Redis, Route
+from fastgw.config.errors import Invalid
+from fastgw.config.model import Redis
 from fastgw.config.reader import Section
-from fastgw.config.schema import describe, parse_duration, split_host_port
+from fastgw.config.schema import RATE_LIMIT_SCOPES, describe, parse_duration, split_host_port
 
 REDIS_KEYS = ("url", "timeout", "connect_timeout", "failure_mode", "log_interval")
 REDIS_URL_HINT = "write redis://[:PASSWORD@]HOST[:PORT][/DB], e.g. redis://127.0.0.1:6379/0, or unix:///PATH?db=0"
@@ -112,22 +112,36 @@ def parse_redis_url(value: object) -> dict:
     return fields
 
 
-def check_limit_scopes(errors: ErrorList, routes: tuple[Route, ...], redis: Redis | None) -> None:
+def check_limit_scopes(top: Section, redis: Redis | None) -> None:
     """`scope: redis` needs a `redis:` section; one route's limits share one scope.
 
     Mixing scopes on a route is refused because the two are checked at
     different moments (local at parse time, Redis in an admission stage): a
     Redis denial could not give back what the local limit already took, and
     the client would get two sets of RateLimit headers.
-    """
-    for route in routes:
-        scopes = [limit.scope for limit in route.rate_limits]
-        for position, scope in enumerate(scopes):
-            keypath = f"routes[{route.index}].rate_limits[{position}].scope"
-            if scope == "redis" and redis is None:
-                errors.add(keypath, "scope 'redis' needs a top-level redis: section",
-                           "add redis: {url: redis://127.0.0.1:6379}, or use scope: local")
-            elif scope != scopes[0]:
-                errors.add(keypath, f"scope {scope!r} is mixed with scope {scopes[0]!r} on the same route",
-                           "give all limits of one route the same scope")
 
+    Reads the raw YAML so that key paths carry the file's list positions
+    (invalid entries are missing from the built routes).
+    """
+    routes = top.get("routes")
+    if not isinstance(routes, list):
+        return
+    for index, route in enumerate(routes):
+        limits = route.get("rate_limits") if isinstance(route, dict) else None
+        if not isinstance(limits, list):
+            continue
+        first_scope = None
+        for position, limit in enumerate(limits):
+            if not isinstance(limit, dict):
+                continue
+            scope = limit.get("scope") or "local"
+            if scope not in RATE_LIMIT_SCOPES:
+                continue   # reported by the route reader
+            keypath = f"routes[{index}].rate_limits[{position}].scope"
+            if scope == "redis" and redis is None:
+                top.errors.add(keypath, "scope 'redis' needs a top-level redis: section",
+                               "add redis: {url: redis://127.0.0.1:6379}, or use scope: local")
+            elif first_scope is not None and scope != first_scope:
+                top.errors.add(keypath, f"scope {scope!r} is mixed with scope {first_scope!r} on the same route",
+                               "give all limits of one route the same scope")
+            first_scope = first_scope or scope

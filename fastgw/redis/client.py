@@ -339,6 +339,10 @@ class RedisClient:
         if protocol is not self._protocol:
             return
         self._protocol = None
+        if not self.connected:
+            # Mid-handshake: fail its steps; the dial loop reports and retries.
+            self._fail_all(f"connection lost during the handshake: {exc}" if exc else "connection closed")
+            return
         self.connected = False
         self.last_error = f"connection lost: {exc}" if exc else "connection closed by the server"
         self._fail_all(self.last_error)
@@ -377,10 +381,11 @@ class RedisClient:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._reader = hiredis.Reader()
         self._protocol = protocol
-        # The handshake goes first in the FIFO; then whatever the first dial
-        # held; the checks below wait for the handshake's answers.
-        held, self._out = self._out, []
+        # The handshake goes out first, alone; what the first dial held (and
+        # whatever is sent meanwhile) follows only once it has succeeded, so
+        # no caller's command ever meets a NOAUTH.
         held_entries, self._pending = self._pending, deque()
+        held_out, self._out = self._out, []
         handshake = []
         if self.password is not None:
             auth = (b"AUTH", self.username, self.password) if self.username else (b"AUTH", self.password)
@@ -390,16 +395,19 @@ class RedisClient:
         for script in self.scripts:
             handshake.append(self._handshake_step(script.load_command, "SCRIPT LOAD"))
         self._pending.extend(held_entries)
-        self._out.extend(held)
-        self.connected = True
-        self._stalled = False
-        self._flush()
+        if self._out:
+            transport.write(b"".join(self._out))
+            self.writes += 1
+        self._out = held_out
         try:
             for step in handshake:
                 await step
         except BaseException:
-            protocol.transport.abort()
+            transport.abort()
             raise
+        self.connected = True
+        self._stalled = False
+        self._flush()
         if self._first_dial:
             self._first_dial = False
         else:
@@ -416,7 +424,8 @@ class RedisClient:
             if future.done():
                 return
             if isinstance(reply, Exception):
-                future.set_exception(ConnectionError(f"{what} failed: {reply}"))
+                self.last_error = f"{what} failed: {reply}"
+                future.set_exception(ConnectionError(self.last_error))
             else:
                 future.set_result(reply)
 
