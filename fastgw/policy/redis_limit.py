@@ -90,7 +90,14 @@ class RedisLimitStage:
         command = self.command(exchange.client.peer_ip, exchange.request_headers)
         if self.client.send(command, self._answered, exchange, self.script):
             return WAIT
-        return self._unavailable(self.client.last_error)
+        verdict = self._unavailable(self.client.last_error)
+        if verdict is not None:
+            # Refuse on the next loop turn, not from inside admit(): the
+            # request (a GET) is complete by then, so the refusal keeps the
+            # connection alive; a refusal before the request's end closes it.
+            self.client.loop.call_soon(exchange.admission_done, verdict)
+            return WAIT
+        return None
 
     def _answered(self, exchange, reply) -> None:
         if type(reply) is list:
