@@ -16,8 +16,6 @@ from fastgw._native.headers import HeaderRewrite, RequestIds
 from fastgw._native.proxy import GatewayCore, RoutePlan
 from fastgw.config.model import Config, Route
 from fastgw.policy.ratelimit import build_limiters
-from fastgw.policy.redis_limit import RedisLimitStage, create_client, has_redis_limits
-from fastgw.redis.ratelimit_lua import SOURCE as RATELIMIT_SCRIPT
 from fastgw.proxy.routing import RouteTable
 from fastgw.upstream.pool import ClusterRuntime
 
@@ -69,7 +67,12 @@ class Gateway(GatewayCore):
         self.clusters = {name: ClusterRuntime(loop, c, settings.trusted_proxies) for name, c in config.clusters.items()}
         limiters = build_limiters(config, limit_table)
         self.redis = self.redis_stages = None
-        if config.redis is not None and any(has_redis_limits(route) for route in config.routes):
+        redis_routes = {route.index for route in config.routes
+                        if any(limit.scope == "redis" for limit in route.rate_limits)}
+        if redis_routes:
+            # Imported here: hiredis is an optional dependency (fastgw[redis]).
+            from fastgw.policy.redis_limit import RedisLimitStage, create_client
+            from fastgw.redis.ratelimit_lua import SOURCE as RATELIMIT_SCRIPT
             # One pipelined connection per worker, dialled on this loop now
             # (not at the first request); see fastgw/redis/client.py.
             self.redis = create_client(loop, config.redis)
@@ -82,7 +85,7 @@ class Gateway(GatewayCore):
                                    config.route_timeouts(route), self.routes)
             plan.limiter = limiters.get(route.index)
             stages = []
-            if self.redis is not None and has_redis_limits(route):
+            if route.index in redis_routes:
                 stage = RedisLimitStage(route, self.redis, self.redis_script, config.redis,
                                         settings.trusted_proxies)
                 self.redis_stages[route.index] = stage
