@@ -126,3 +126,28 @@ def test_idle_keys_expire(redis_server):
     assert 1000 < redis_server.command("PTTL", b"fastgw:rl:r:0:w") <= 2000
     time.sleep(0.05)
     assert redis_server.command("EXISTS", b"fastgw:rl:r:0:e") == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_flood_of_distinct_keys_does_not_accumulate(redis_server):
+    """20,000 distinct client keys at 100/s burst 5: each key is idle 50 ms
+    after its request, and Redis drops it then; the gateway keeps no per-key state."""
+    args = bucket("100/s", 5)
+
+    async def flood():
+        client = RedisClient(asyncio.get_running_loop(), port=redis_server.port, timeout=5.0)
+        script = client.register(SOURCE)
+        client.start()
+        while not client.connected:
+            await asyncio.sleep(0.005)
+        for start in range(0, 20_000, 1000):
+            replies = await asyncio.gather(*(client.evalsha(script, [b"fastgw:rl:r:0:10.%d" % i], args)
+                                             for i in range(start, start + 1000)))
+            assert all(reply[0] == 1 for reply in replies)
+        client.close()
+
+    uvloop.run(flood())
+    deadline = time.monotonic() + 5
+    while redis_server.command("DBSIZE") > 0:   # expired keys go (lazily on access, actively in the background)
+        assert time.monotonic() < deadline, redis_server.command("DBSIZE")
+        time.sleep(0.1)
