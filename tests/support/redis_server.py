@@ -32,6 +32,14 @@ def redis_server_binary() -> str | None:
     return None
 
 
+def _major_version(binary: str) -> int:
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
+    for word in out.split():
+        if word.startswith("v="):
+            return int(word[2:].split(".")[0])
+    return 0
+
+
 def _encode(*args) -> bytes:
     out = [b"*%d\r\n" % len(args)]
     for arg in args:
@@ -61,7 +69,9 @@ class RedisServer:
         if binary is None:
             raise RuntimeError("redis-server not found (scripts/test.sh installs it with apt-get)")
         cmd = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-               "--dir", str(self.workdir), "--enable-debug-command", "local", *self.extra_args]
+               "--dir", str(self.workdir), *self.extra_args]
+        if _major_version(binary) >= 7:   # DEBUG (SLEEP) is off by default since 7; older ones refuse the option
+            cmd += ["--enable-debug-command", "local"]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT
