@@ -181,3 +181,21 @@ def test_password_and_database_from_the_handshake(redis_factory):
     error = run(main())
     assert "AUTH failed" in error and "wrong" not in error
     assert server.command("AUTH", "s3cret") == b"OK"
+
+
+def test_unix_socket(redis_factory, tmp_path):
+    path = str(tmp_path / "redis.sock")
+    redis_factory(extra_args=("--unixsocket", path, "--unixsocketperm", "700"))
+
+    async def main():
+        client = RedisClient(asyncio.get_running_loop(), unix_path=path)
+        client.start()
+        deadline = time.monotonic() + 5
+        while not client.connected:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.005)
+        reply = await client.execute("ECHO", "over unix")
+        client.close()
+        return reply, client.address
+
+    assert run(main()) == (b"over unix", f"unix:{path}")
