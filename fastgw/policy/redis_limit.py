@@ -80,8 +80,12 @@ class RedisLimitStage:
         return f"RedisLimitStage(route={self.route.name!r}, redis={self.client.address})"
 
     def command(self, peer_ip: bytes, headers: list) -> bytes:
+        keys = self.keys.keys(peer_ip, headers)
+        if len(keys) == 1:   # the common case, without the loop
+            key = self.prefixes[0] + keys[0]
+            return b"%b$%d\r\n%b\r\n%b" % (self.head, len(key), key, self.tail)
         parts = [self.head]
-        for prefix, key in zip(self.prefixes, self.keys.keys(peer_ip, headers)):
+        for prefix, key in zip(self.prefixes, keys):
             parts.append(encode_bulk(prefix + key))
         parts.append(self.tail)
         return b"".join(parts)

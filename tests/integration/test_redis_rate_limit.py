@@ -201,3 +201,23 @@ def test_two_workers_each_with_a_connection(upstream, gateway_factory, redis_ser
     assert statuses(log)[200] == 4, statuses(log)
     clients = redis_server.command("CLIENT", "LIST").decode().count("cmd=")
     assert clients >= 2, clients   # one pipelined connection per worker (plus this one)
+
+
+@pytest.mark.timeout(30)
+def test_several_redis_limits_on_one_route_the_most_restrictive_answers(upstream, gateway_factory, redis_server):
+    config = redis_config(upstream.url, redis_server.url, rate="100/s", burst=100)
+    config["routes"][0]["rate_limits"].append(
+        {"key": "header:X-Api-Key", "rate": "1/m", "burst": 2, "scope": "redis"})
+    gw = gateway_factory(config)
+    with RawClient(gw.port) as client:
+        answers = []
+        for key in ("a", "a", "a", "b"):
+            client.request("GET", "/echo/x", headers=[("X-Api-Key", key)])
+            answers.append(client.read_response())
+    assert [a.status for a in answers] == [200, 200, 429, 200]
+    # The per-key limit is the lower one: its state answers.
+    assert [a.header("ratelimit-limit") for a in answers] == ["2", "2", "2", "2"]
+    assert [a.header("ratelimit-remaining") for a in answers] == ["1", "0", "0", "1"]
+    assert "per header:x-api-key" in answers[2].json()["error"]["message"]
+    assert sorted(redis_server.command("KEYS", "fastgw:rl:*")) == [
+        b"fastgw:rl:all:0:all", b"fastgw:rl:all:1:a", b"fastgw:rl:all:1:b"]
