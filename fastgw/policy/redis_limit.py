@@ -25,7 +25,7 @@ import logging
 
 from fastgw._native.limiter import LimitKeys, decision
 from fastgw._native.proxy import WAIT
-from fastgw.config.model import Redis, Route
+from fastgw.config.model import Config, Redis, Route
 from fastgw.policy.client_ip import client_ip
 from fastgw.policy.ratelimit import describe, key_parts
 from fastgw.proxy.errors import ProxyError
@@ -151,7 +151,18 @@ def has_redis_limits(route: Route) -> bool:
 
 
 def create_client(loop, redis: Redis) -> RedisClient:
-    """The worker's client: one pipelined connection serves all its requests."""
     return RedisClient(loop, host=redis.host, port=redis.port, unix_path=redis.unix_path, db=redis.db,
                        username=redis.username, password=redis.password, timeout=redis.timeout,
                        connect_timeout=redis.connect_timeout)
+
+
+def build_stages(config: Config, loop) -> tuple[RedisClient, dict[int, RedisLimitStage]]:
+    """A worker's client and its stages (route.index -> stage). One pipelined
+    connection per worker serves every route; it is dialled on the worker's
+    loop as soon as the loop runs, not at the first request."""
+    client = create_client(loop, config.redis)
+    script = client.register(SOURCE)
+    stages = {route.index: RedisLimitStage(route, client, script, config.redis, config.server.trusted_proxies)
+              for route in config.routes if has_redis_limits(route)}
+    loop.call_soon(client.start)
+    return client, stages

@@ -70,30 +70,18 @@ class Gateway(GatewayCore):
         self.allowed_methods = self.routes.allowed_methods
         self.clusters = {name: ClusterRuntime(loop, c, settings.trusted_proxies) for name, c in config.clusters.items()}
         limiters = build_limiters(config, limit_table)
-        self.redis = self.redis_stages = None
-        redis_routes = {route.index for route in config.routes
-                        if any(limit.scope == "redis" for limit in route.rate_limits)}
-        if redis_routes:
-            # Imported here: hiredis is an optional dependency (fastgw[redis]).
-            from fastgw.policy.redis_limit import RedisLimitStage, create_client
-            from fastgw.redis.ratelimit_lua import SOURCE as RATELIMIT_SCRIPT
-            # One pipelined connection per worker, dialled on this loop now
-            # (not at the first request); see fastgw/redis/client.py.
-            self.redis = create_client(loop, config.redis)
-            self.redis_script = self.redis.register(RATELIMIT_SCRIPT)
-            self.redis_stages = {}
-            loop.call_soon(self.redis.start)
+        self.redis, self.redis_stages = None, {}   # Redis-scoped limits: client, route.index -> stage
+        if any(limit.scope == "redis" for route in config.routes for limit in route.rate_limits):
+            from fastgw.policy.redis_limit import build_stages  # here: hiredis is optional (fastgw[redis])
+            self.redis, self.redis_stages = build_stages(config, loop)
         plans = [None] * (max((r.index for r in config.routes), default=-1) + 1)
         for route in config.routes:
             plan = make_route_plan(route, self.clusters[route.cluster],
                                    config.route_timeouts(route), self.routes)
             plan.limiter = limiters.get(route.index)
             stages = []
-            if route.index in redis_routes:
-                stage = RedisLimitStage(route, self.redis, self.redis_script, config.redis,
-                                        settings.trusted_proxies)
-                self.redis_stages[route.index] = stage
-                stages.append(stage)
+            if route.index in self.redis_stages:
+                stages.append(self.redis_stages[route.index])
             plan.admission = tuple(stages) or None
             plans[route.index] = plan
         self.plans = plans
@@ -139,9 +127,9 @@ class Gateway(GatewayCore):
                     conn.transport.abort()
         self._sweeper.cancel()
         self.deadlines.close()
+        for stage in self.redis_stages.values():
+            stage.close()
         if self.redis is not None:
-            for stage in self.redis_stages.values():
-                stage.close()
             self.redis.close()
         for cluster in self.clusters.values():
             for pool in cluster.pools:
