@@ -191,6 +191,9 @@ class RedisClient:
 
     def close(self) -> None:
         """Close the connection and stop redialling; waiting commands get RedisUnavailable."""
+        if not self._closed and self.commands:
+            log.info("redis at %s: %d commands in %d writes, %d timed out, %d reconnects", self.address,
+                     self.commands, self.writes, self.timeouts, self.reconnects)
         self._closed = True
         if self._dialer is not None:
             self._dialer.cancel()
