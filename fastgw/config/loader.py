@@ -14,6 +14,7 @@ import yaml
 from fastgw.config.errors import ConfigError, ErrorList
 from fastgw.config.model import Cluster, Config, Endpoint, Listener, Route, RouteMatch, ServerSettings, UpstreamTimeouts
 from fastgw.config.reader import Section, parse_or_record
+from fastgw.config.redis_section import check_limit_scopes, read_redis
 from fastgw.config.route_section import read_routes
 from fastgw.config.schema import describe, parse_address, parse_duration, parse_endpoint_url, parse_workers
 from fastgw.config.sections import SERVER_KEY_HOMES, TOP_LEVEL_KEYS, read_clusters, read_listeners, read_server
@@ -45,9 +46,12 @@ def build(document: object, errors: ErrorList, env: Mapping[str, str]) -> Config
     # top to bottom, the order a user fixes them in.
     listeners = read_listeners(top)
     server = read_server(top)
+    redis = read_redis(top)
     clusters = read_clusters(top)
     routes = read_routes(top, clusters)
-    config = Config(source=errors.source, listeners=listeners, server=server, clusters=clusters, routes=routes)
+    check_limit_scopes(top, redis)
+    config = Config(source=errors.source, listeners=listeners, server=server, clusters=clusters, routes=routes,
+                    redis=redis)
     config = _apply_env(config, env, errors)
     errors.raise_if_any()
     return config

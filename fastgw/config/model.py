@@ -50,6 +50,11 @@ DEFAULT_DRAIN_TIMEOUT = 30.0
 # fit in its 8-entry bucket; size it above the keys active within one refill.
 DEFAULT_RATE_LIMIT_SLOTS = 65536
 
+# Redis for `scope: redis` rate limits (fastgw/config/redis_section.py).
+DEFAULT_REDIS_TIMEOUT = 0.05          # per command: a request waits at most this for its limit
+DEFAULT_REDIS_CONNECT_TIMEOUT = 1.0
+DEFAULT_REDIS_LOG_INTERVAL = 10.0
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
@@ -181,7 +186,7 @@ class RateLimit:
     per: float                    # seconds: 1, 60 or 3600
     burst: int
     algorithm: str = "token_bucket"   # or "sliding_window"
-    scope: str = "local"          # the only one built
+    scope: str = "local"          # or "redis": held across gateways sharing the config's `redis`
 
     @property
     def rate_per_second(self) -> float:
@@ -229,12 +234,41 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
+class Redis:
+    """The Redis server `scope: redis` rate limits share (fastgw/redis/).
+
+    Either TCP (`host`, `port`) or a unix socket (`unix_path`). The password
+    is kept out of repr() and out of `address`, which is what logs show.
+    failure_mode "open": a request whose limit Redis cannot answer in
+    `timeout` proceeds unlimited; "closed": it gets 503 rate_limit_unavailable.
+    """
+    host: str = "127.0.0.1"
+    port: int = 6379
+    unix_path: str | None = None
+    db: int = 0
+    username: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
+    timeout: float = DEFAULT_REDIS_TIMEOUT
+    connect_timeout: float = DEFAULT_REDIS_CONNECT_TIMEOUT
+    failure_mode: str = "open"
+    log_interval: float = DEFAULT_REDIS_LOG_INTERVAL
+
+    @property
+    def address(self) -> str:
+        """Where the server is, without credentials: HOST:PORT or unix:PATH."""
+        if self.unix_path is not None:
+            return f"unix:{self.unix_path}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: str                   # the file it came from ("<command line>" for --upstream)
     listeners: tuple[Listener, ...]
     server: ServerSettings
     clusters: dict[str, Cluster]
     routes: tuple[Route, ...]
+    redis: Redis | None = None    # None: no `redis:` section (no redis-scoped limits allowed)
 
     def route_timeouts(self, route: Route) -> UpstreamTimeouts:
         return route.timeouts or self.clusters[route.cluster].timeouts

@@ -70,11 +70,19 @@ class Gateway(GatewayCore):
         self.allowed_methods = self.routes.allowed_methods
         self.clusters = {name: ClusterRuntime(loop, c, settings.trusted_proxies) for name, c in config.clusters.items()}
         limiters = build_limiters(config, limit_table)
+        self.redis, self.redis_stages = None, {}   # Redis-scoped limits: client, route.index -> stage
+        if any(limit.scope == "redis" for route in config.routes for limit in route.rate_limits):
+            from fastgw.policy.redis_limit import build_stages  # here: hiredis is optional (fastgw[redis])
+            self.redis, self.redis_stages = build_stages(config, loop)
         plans = [None] * (max((r.index for r in config.routes), default=-1) + 1)
         for route in config.routes:
             plan = make_route_plan(route, self.clusters[route.cluster],
                                    config.route_timeouts(route), self.routes)
             plan.limiter = limiters.get(route.index)
+            stages = []
+            if route.index in self.redis_stages:
+                stages.append(self.redis_stages[route.index])
+            plan.admission = tuple(stages) or None
             plans[route.index] = plan
         self.plans = plans
         self.request_ids = RequestIds()
@@ -119,6 +127,10 @@ class Gateway(GatewayCore):
                     conn.transport.abort()
         self._sweeper.cancel()
         self.deadlines.close()
+        for stage in self.redis_stages.values():
+            stage.close()
+        if self.redis is not None:
+            self.redis.close()
         for cluster in self.clusters.values():
             cluster.close()  # health checks, discovery watchers, timers
             for pool in cluster.pools:
