@@ -181,12 +181,42 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    enabled: bool = True          # shared-memory counters; /metrics renders them
+
+
+@dataclass(frozen=True, slots=True)
+class AccessLog:
+    """One JSON line per request (fastgw/observe/access_log.py)."""
+    enabled: bool = False
+    path: str | None = None       # None: stdout
+    sampling: float = 1.0         # share of requests logged, 0..1
+    flush_interval: float = 1.0
+    headers: tuple[bytes, ...] = ()          # request headers to log (lower-case)
+    redact_headers: tuple[bytes, ...] = (b"authorization", b"proxy-authorization", b"cookie", b"x-api-key")
+    redact_query: tuple[str, ...] = ("token", "access_token", "api_key", "apikey", "password", "secret")
+
+
+@dataclass(frozen=True, slots=True)
+class Tracing:
+    propagate: bool = True        # W3C traceparent: continue it (gateway span) or start one
+
+
+@dataclass(frozen=True, slots=True)
+class Observe:
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    access_log: AccessLog = field(default_factory=AccessLog)
+    tracing: Tracing = field(default_factory=Tracing)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: str                   # the file it came from ("<command line>" for --upstream)
     listeners: tuple[Listener, ...]
     server: ServerSettings
     clusters: dict[str, Cluster]
     routes: tuple[Route, ...]
+    observe: Observe = field(default_factory=Observe)  # metrics, access_log, tracing
 
     def route_timeouts(self, route: Route) -> UpstreamTimeouts:
         return route.timeouts or self.clusters[route.cluster].timeouts

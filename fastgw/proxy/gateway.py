@@ -15,6 +15,7 @@ from fastgw._native.deadlines import Deadlines
 from fastgw._native.headers import HeaderRewrite, RequestIds
 from fastgw._native.proxy import GatewayCore, RoutePlan
 from fastgw.config.model import Config, Route
+from fastgw.observe.access_log import make_access_log
 from fastgw.policy.ratelimit import build_limiters
 from fastgw.proxy.routing import RouteTable
 from fastgw.upstream.pool import ClusterRuntime
@@ -30,6 +31,7 @@ def make_route_plan(route: Route, cluster: ClusterRuntime, timeouts, table: Rout
     timeouts and the upstream path rewrite (None when the path is unchanged)."""
     plan = RoutePlan()
     plan.route = route
+    plan.index = route.index
     plan.cluster = cluster
     plan.response_header_timeout = timeouts.response_header
     plan.idle_timeout = timeouts.idle
@@ -48,7 +50,8 @@ class Gateway(GatewayCore):
     """The worker's runtime. The typed fields read per request are declared in
     the native `GatewayCore`; the rest is plain Python."""
 
-    def __init__(self, config: Config, loop, limit_table=None):
+    def __init__(self, config: Config, loop, limit_table=None, metrics=None):
+        """`metrics`: this process's ProcessMetrics (fastgw/observe/metrics.py), or None."""
         self.config = config
         self.loop = loop
         self.settings = settings = config.server
@@ -76,6 +79,14 @@ class Gateway(GatewayCore):
         self.request_ids = RequestIds()
         self.deadlines = Deadlines(loop)
         self.connections = set()
+        self.process_metrics = metrics
+        self.metrics = metrics.recorder if metrics is not None else None
+        if metrics is not None:
+            for name, cluster in self.clusters.items():
+                for pool in cluster.pools:
+                    pool.metrics_index = metrics.endpoint_index(name, pool.endpoint.address)
+        self.access_log = make_access_log(config.observe.access_log, loop)
+        self.trace = config.observe.tracing.propagate
         self.draining = False
         self._drained = None
         self._sweeper = loop.call_later(POOL_SWEEP_INTERVAL, self._sweep_pools)
@@ -85,6 +96,8 @@ class Gateway(GatewayCore):
         for cluster in self.clusters.values():
             for pool in cluster.pools:
                 pool.sweep(now)
+        if self.process_metrics is not None:
+            self.process_metrics.sample(self.clusters)  # pool and breaker gauges
         self._sweeper = self.loop.call_later(POOL_SWEEP_INTERVAL, self._sweep_pools)
 
     # -- accounting the connections use ---------------------------------------
@@ -118,6 +131,8 @@ class Gateway(GatewayCore):
         for cluster in self.clusters.values():
             for pool in cluster.pools:
                 pool.close_idle()
+        if self.access_log is not None:
+            self.access_log.close()  # flush what is buffered
 
 
 def setup_logging():

@@ -1,0 +1,384 @@
+"""Prometheus metrics for the whole gateway, aggregated across workers.
+
+Storage
+    One shared-memory table (fastgw/_native/metrics.pyx) made by the master
+    before it forks: a slice of int64 cells per worker plus one for the
+    master. Each process writes only its own slice, with plain adds, no lock
+    and no atomic instruction; `render_prometheus` sums the slices. A worker
+    that dies is restarted into the same slot, so counters never go back;
+    its gauges restart from zero (see WorkerMetrics.restart).
+
+Which cell is which series is the `Layout`, computed from the config the
+same way in every process: a global block, one block per route (plus one
+for requests no route matched, label route="(none)"), one per endpoint, then
+the registry's families. Labels are bounded by construction: route and
+cluster names and endpoint addresses from the config, the method from a fixed
+set (GET ... TRACE, else "other"), the status class; never a raw path or IP.
+
+Series (seconds, bytes; `fastgw_` prefix)
+    fastgw_requests_total{route,method,status}      counter (status: 1xx..5xx, none)
+    fastgw_request_duration_seconds{route}          histogram: request head read -> last byte written
+    fastgw_upstream_duration_seconds{route}         histogram: one use of an endpoint, checkout -> release
+    fastgw_request_bytes_total{route}, fastgw_response_bytes_total{route}   body bytes
+    fastgw_requests_in_flight, fastgw_client_connections (gauges), fastgw_client_connections_total
+    fastgw_upstream_requests_total{cluster,endpoint}
+    fastgw_upstream_errors_total{cluster,endpoint,kind}  kind: connect, timeout, reset, bad_response
+    fastgw_upstream_connections{cluster,endpoint,state}  gauge, state: idle, busy (sampled each second)
+    fastgw_upstream_connections_created_total{cluster,endpoint}
+    fastgw_circuit_state{cluster,state}             gauge: workers whose breaker is in that state
+    fastgw_rate_limit_decisions_total{route,result} result: allowed, denied
+    fastgw_streams_opened_total{kind}, fastgw_streams_closed_total{kind}, fastgw_streams_active{kind}
+                                                    kind: sse, websocket
+    fastgw_build_info{version,python}, fastgw_start_time_seconds, fastgw_uptime_seconds, fastgw_workers
+
+Registry for other components (counters and gauges with fixed label sets)
+    Declare the family where the layout is computed, from the config, by
+    adding a source to FAMILY_SOURCES (a function config -> [Family]):
+
+        def retry_families(config):
+            return [Family("fastgw_retries_total", "counter", "Retries sent, by cluster.",
+                           labels=("cluster",), series=[(name,) for name in config.clusters])]
+        FAMILY_SOURCES.append(retry_families)
+
+    then, in the process that counts (a worker, or the master), take the
+    handle once and call it on the event:
+
+        retries = gateway.metrics.counter("fastgw_retries_total", cluster="users")
+        retries.inc()          # a C add into this process's slice (~40 ns from Python)
+
+    `gauge(...)` gives the same handle with .set(v) / .inc() / .dec(). Values
+    are int64 cells; a family with `scale=1000` renders cell/1000 (so
+    milliseconds can be stored for a seconds gauge). A gauge is summed over
+    processes: per-worker state is exported as "how many workers are in it"
+    (as fastgw_circuit_state is), a master-only value is just the master's.
+    Asking for an undeclared name or label set raises KeyError: series are
+    never created on the fly, so cardinality is fixed at config load.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from fastgw import __version__
+from fastgw._native import metrics as native
+from fastgw._native.metrics import BUCKETS, METHODS, STATUS_CLASSES, STREAM_KINDS, MetricsTable
+
+L = native.LAYOUT
+NO_ROUTE = "(none)"
+ERROR_KINDS = {1: "connect", 2: "timeout", 3: "reset", 4: "bad_response"}  # proxy.pyx OUTCOME_*
+CIRCUIT_STATES = ("closed", "open", "half-open")
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class Family:
+    """A registry family: every label combination it will ever have, up front."""
+    name: str
+    kind: str                                  # "counter" or "gauge"
+    help: str
+    labels: tuple[str, ...] = ()
+    series: tuple[tuple[str, ...], ...] = ((),)
+    scale: float = 1.0                         # rendered value = cell / scale
+
+    def __post_init__(self):
+        if self.kind not in ("counter", "gauge"):
+            raise ValueError(f"{self.name}: kind must be counter or gauge")
+        object.__setattr__(self, "series", tuple(tuple(s) for s in self.series))
+        for values in self.series:
+            if len(values) != len(self.labels):
+                raise ValueError(f"{self.name}: {values!r} does not match labels {self.labels!r}")
+
+
+def builtin_families(config) -> list[Family]:
+    return [Family("fastgw_circuit_state", "gauge",
+                   "Workers whose circuit breaker for the cluster is in this state.",
+                   labels=("cluster", "state"),
+                   series=[(name, state) for name, c in config.clusters.items()
+                           if c.circuit_breaker is not None for state in CIRCUIT_STATES])]
+
+
+# Functions config -> [Family]; the lead wires other components' families here.
+FAMILY_SOURCES: list[Callable[[object], Iterable[Family]]] = [builtin_families]
+
+
+class Layout:
+    """Cell offsets of every series, from the config (identical in every process)."""
+
+    def __init__(self, config):
+        size = max((r.index for r in config.routes), default=-1) + 1
+        self.route_names = [None] * size + [NO_ROUTE]
+        for route in config.routes:
+            self.route_names[route.index] = route.name
+        self.routes = len(self.route_names)
+        self.route_base = L["GLOBAL_CELLS"]
+        self.endpoints: list[tuple[str, str]] = []           # index -> (cluster, address)
+        self.endpoint_index: dict[tuple[str, str], int] = {}
+        for name, cluster in config.clusters.items():
+            for endpoint in cluster.endpoints:
+                self.endpoint_index[(name, endpoint.address)] = len(self.endpoints)
+                self.endpoints.append((name, endpoint.address))
+        self.endpoint_base = self.route_base + self.routes * L["ROUTE_CELLS"]
+        cell = self.endpoint_base + len(self.endpoints) * L["ENDPOINT_CELLS"]
+        self.families: list[Family] = []
+        self.family_cells: dict[str, dict[tuple[str, ...], int]] = {}
+        for source in FAMILY_SOURCES:
+            for family in source(config):
+                if family.name in self.family_cells:
+                    raise ValueError(f"metric family {family.name} declared twice")
+                self.families.append(family)
+                self.family_cells[family.name] = {}
+                for values in family.series:
+                    self.family_cells[family.name][values] = cell
+                    cell += 1
+        self.cells = cell
+        gauges = [L["G_CONNECTIONS_OPEN"], L["G_IN_FLIGHT"],
+                  L["G_STREAMS_ACTIVE"], L["G_STREAMS_ACTIVE"] + 1]
+        for e in range(len(self.endpoints)):
+            base = self.endpoint_base + e * L["ENDPOINT_CELLS"]
+            gauges += [base + L["E_IDLE"], base + L["E_BUSY"], base + L["E_OPEN"]]
+        for family in self.families:
+            if family.kind == "gauge":
+                gauges += self.family_cells[family.name].values()
+        self.gauge_cells = tuple(gauges)
+
+    def endpoint_cell(self, index: int, offset: int) -> int:
+        return self.endpoint_base + index * L["ENDPOINT_CELLS"] + offset
+
+    def family_cell(self, name: str, labels: dict[str, str]) -> tuple[Family, int]:
+        cells = self.family_cells.get(name)
+        if cells is None:
+            raise KeyError(f"metric family {name!r} is not declared (add it to FAMILY_SOURCES)")
+        family = next(f for f in self.families if f.name == name)
+        values = tuple(labels.get(label) for label in family.labels)
+        if set(labels) != set(family.labels) or values not in cells:
+            raise KeyError(f"{name}{labels!r}: not a declared series of {name} "
+                           f"(labels {family.labels!r})")
+        return family, cells[values]
+
+
+class SharedMetrics:
+    """The table and its layout. Create it in the master before forking
+    (`create_metrics`); every process then holds the same mapping."""
+
+    def __init__(self, config, workers: int):
+        self.layout = Layout(config)
+        self.workers = workers
+        self.master_slot = workers
+        self.table = MetricsTable(workers + 1, self.layout.cells)
+        self.started_at = time.time()
+
+    def process(self, slot: int) -> "ProcessMetrics":
+        return ProcessMetrics(self, slot)
+
+
+def create_metrics(config, workers: int) -> SharedMetrics | None:
+    """The shared table, or None when `metrics.enabled` is false."""
+    if not config.observe.metrics.enabled:
+        return None
+    return SharedMetrics(config, workers)
+
+
+class ProcessMetrics:
+    """One process's side: the native recorder proxy.pyx calls, the registry
+    handles, and the once-a-second sampling of pool and breaker state."""
+
+    def __init__(self, shared: SharedMetrics, slot: int):
+        self.shared = shared
+        self.layout = shared.layout
+        self.recorder = shared.table.worker(slot, self.layout.routes, self.layout.route_base,
+                                            self.layout.endpoint_base)
+        self.recorder.restart(self.layout.gauge_cells)
+        self.slot = slot
+        self._created_base: dict[int, int] = {}
+
+    def counter(self, name: str, **labels: str):
+        return self._handle(name, "counter", labels)
+
+    def gauge(self, name: str, **labels: str):
+        return self._handle(name, "gauge", labels)
+
+    def _handle(self, name, kind, labels):
+        family, cell = self.layout.family_cell(name, labels)
+        if family.kind != kind:
+            raise KeyError(f"{name} is a {family.kind}, not a {kind}")
+        return self.shared.table.cell(self.slot, cell)
+
+    def endpoint_index(self, cluster: str, address: str) -> int:
+        return self.layout.endpoint_index[(cluster, address)]
+
+    def sample(self, clusters) -> None:
+        """Pool and breaker gauges, from `ClusterRuntime`s (once a second)."""
+        rec = self.recorder
+        layout = self.layout
+        for name, runtime in clusters.items():
+            for pool in runtime.pools:
+                index = pool.metrics_index
+                if index < 0:
+                    continue
+                idle = len(pool.idle)
+                rec.set(layout.endpoint_cell(index, L["E_IDLE"]), idle)
+                rec.set(layout.endpoint_cell(index, L["E_BUSY"]), max(pool.open - idle, 0))
+                rec.set(layout.endpoint_cell(index, L["E_OPEN"]), pool.open)
+                created = layout.endpoint_cell(index, L["E_CREATED"])
+                base = self._created_base.get(created)
+                if base is None:  # what predecessors in this slot created
+                    base = self._created_base[created] = rec.value(created)
+                rec.set(created, base + pool.created)
+            breaker = getattr(runtime, "breaker", None)
+            if breaker is not None:
+                for state in CIRCUIT_STATES:
+                    _, cell = layout.family_cell("fastgw_circuit_state", {"cluster": name, "state": state})
+                    rec.set(cell, 1 if breaker.state == state else 0)
+
+
+# --- the text format -------------------------------------------------------
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(pairs) -> str:
+    if not pairs:
+        return ""
+    return "{" + ",".join(f'{k}="{_escape(str(v))}"' for k, v in pairs) + "}"
+
+
+def _num(value) -> str:
+    if isinstance(value, float):
+        if value == int(value) and abs(value) < 1e15:
+            return str(int(value))
+        return repr(value)
+    return str(value)
+
+
+_BUCKET_LABELS = [_num(b) for b in BUCKETS] + ["+Inf"]
+
+
+class _Text:
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def family(self, name, kind, help_):
+        self.lines.append(f"# HELP {name} {help_}")
+        self.lines.append(f"# TYPE {name} {kind}")
+
+    def sample(self, name, pairs, value):
+        self.lines.append(f"{name}{_labels(pairs)} {_num(value)}")
+
+    def histogram(self, name, pairs, cells):
+        total = 0
+        for label, count in zip(_BUCKET_LABELS, cells[:L["N_BUCKETS"]]):
+            total += count
+            self.sample(name + "_bucket", [*pairs, ("le", label)], total)
+        self.sample(name + "_sum", pairs, cells[L["N_BUCKETS"]] / 1e9)
+        self.sample(name + "_count", pairs, total)
+
+
+def render_prometheus(shared: SharedMetrics) -> bytes:
+    """The Prometheus text format (0.0.4) of every series, summed over all
+    processes. Callable from any process that inherited `shared` (a worker or
+    the master); it only reads the mapping. Serve with CONTENT_TYPE."""
+    sums = shared.table.sums()
+    layout = shared.layout
+    out = _Text()
+    g = lambda key: sums[L[key]]  # noqa: E731
+
+    out.family("fastgw_build_info", "gauge", "fastgw version and Python it runs on.")
+    out.sample("fastgw_build_info", [("version", __version__), ("python", platform.python_version())], 1)
+    out.family("fastgw_start_time_seconds", "gauge", "Start time of the master, seconds since the epoch.")
+    out.sample("fastgw_start_time_seconds", [], round(shared.started_at, 3))
+    out.family("fastgw_uptime_seconds", "gauge", "Seconds since the master started.")
+    out.sample("fastgw_uptime_seconds", [], round(time.time() - shared.started_at, 3))
+    out.family("fastgw_workers", "gauge", "Worker processes configured.")
+    out.sample("fastgw_workers", [], shared.workers)
+
+    out.family("fastgw_client_connections", "gauge", "Open client connections.")
+    out.sample("fastgw_client_connections", [], g("G_CONNECTIONS_OPEN"))
+    out.family("fastgw_client_connections_total", "counter", "Client connections accepted.")
+    out.sample("fastgw_client_connections_total", [], g("G_CONNECTIONS_TOTAL"))
+    out.family("fastgw_requests_in_flight", "gauge", "Requests read whose response is not finished.")
+    out.sample("fastgw_requests_in_flight", [], g("G_IN_FLIGHT"))
+
+    routes = [(i, name) for i, name in enumerate(layout.route_names) if name is not None]
+    stride = L["ROUTE_CELLS"]
+
+    def block(i):
+        start = layout.route_base + i * stride
+        return sums[start:start + stride]
+
+    blocks = {i: block(i) for i, _ in routes}
+    out.family("fastgw_requests_total", "counter", "Requests answered, by route, method and status class.")
+    for i, name in routes:
+        cells = blocks[i]
+        for m, method in enumerate(METHODS):
+            for s, status in enumerate(STATUS_CLASSES):
+                count = cells[L["R_REQUESTS"] + m * L["N_STATUS"] + s]
+                if count:
+                    out.sample("fastgw_requests_total", [("route", name), ("method", method), ("status", status)], count)
+    for metric, offset, help_ in (
+            ("fastgw_request_duration_seconds", "R_DURATION",
+             "From the end of the request head to the last response byte written."),
+            ("fastgw_upstream_duration_seconds", "R_UPSTREAM_DURATION",
+             "One use of an upstream endpoint: from checkout (or dial) to release.")):
+        out.family(metric, "histogram", help_)
+        for i, name in routes:
+            cells = blocks[i][L[offset]:L[offset] + L["HIST_CELLS"]]
+            if any(cells):
+                out.histogram(metric, [("route", name)], cells)
+    for metric, offset, help_ in (("fastgw_request_bytes_total", "R_REQ_BYTES", "Request body bytes received."),
+                                  ("fastgw_response_bytes_total", "R_RESP_BYTES", "Response body bytes sent.")):
+        out.family(metric, "counter", help_)
+        for i, name in routes:
+            out.sample(metric, [("route", name)], blocks[i][L[offset]])
+    out.family("fastgw_rate_limit_decisions_total", "counter", "Rate-limit checks, by route and result.")
+    for i, name in routes:
+        for result, offset in (("allowed", "R_RL_ALLOWED"), ("denied", "R_RL_DENIED")):
+            if blocks[i][L[offset]]:
+                out.sample("fastgw_rate_limit_decisions_total", [("route", name), ("result", result)],
+                           blocks[i][L[offset]])
+
+    eps = [(e, cluster, address, sums[layout.endpoint_cell(e, 0):layout.endpoint_cell(e, L["ENDPOINT_CELLS"])])
+           for e, (cluster, address) in enumerate(layout.endpoints)]
+    out.family("fastgw_upstream_requests_total", "counter", "Uses of an upstream endpoint (one per attempt).")
+    for _, cluster, address, cells in eps:
+        out.sample("fastgw_upstream_requests_total", [("cluster", cluster), ("endpoint", address)],
+                   sum(cells[L["E_OUTCOMES"]:L["E_OUTCOMES"] + L["N_OUTCOMES"]]))
+    out.family("fastgw_upstream_errors_total", "counter", "Failed uses of an upstream endpoint, by kind.")
+    for _, cluster, address, cells in eps:
+        for outcome, kind in ERROR_KINDS.items():
+            out.sample("fastgw_upstream_errors_total",
+                       [("cluster", cluster), ("endpoint", address), ("kind", kind)],
+                       cells[L["E_OUTCOMES"] + outcome])
+    out.family("fastgw_upstream_connections", "gauge",
+               "Upstream connections open, idle in the pool or busy (sampled each second).")
+    for _, cluster, address, cells in eps:
+        for state, offset in (("idle", "E_IDLE"), ("busy", "E_BUSY")):
+            out.sample("fastgw_upstream_connections", [("cluster", cluster), ("endpoint", address), ("state", state)],
+                       cells[L[offset]])
+    out.family("fastgw_upstream_connections_created_total", "counter", "Upstream connections opened.")
+    for _, cluster, address, cells in eps:
+        out.sample("fastgw_upstream_connections_created_total", [("cluster", cluster), ("endpoint", address)],
+                   cells[L["E_CREATED"]])
+
+    for metric, offset, kind, help_ in (
+            ("fastgw_streams_opened_total", "G_STREAMS_OPENED", "counter", "Streams opened (SSE responses, WebSocket tunnels)."),
+            ("fastgw_streams_closed_total", "G_STREAMS_CLOSED", "counter", "Streams closed."),
+            ("fastgw_streams_active", "G_STREAMS_ACTIVE", "gauge", "Streams open now.")):
+        out.family(metric, kind, help_)
+        for k, stream in enumerate(STREAM_KINDS):
+            value = sums[L[offset] + k]
+            out.sample(metric, [("kind", stream)], max(value, 0) if kind == "gauge" else value)
+
+    for family in layout.families:
+        if not family.series:
+            continue
+        out.family(family.name, family.kind, family.help)
+        for values, cell in layout.family_cells[family.name].items():
+            value = sums[cell]
+            out.sample(family.name, list(zip(family.labels, values)),
+                       value / family.scale if family.scale != 1 else value)
+    out.lines.append("")
+    return "\n".join(out.lines).encode()
