@@ -229,9 +229,12 @@ class ProcessMetrics:
                 rec.set(created, base + pool.created)
             breaker = getattr(runtime, "breaker", None)
             if breaker is not None:
+                current = breaker.state
+                if current == "open" and breaker.clock() >= breaker.open_until:
+                    current = "half-open"  # what the next request finds (the breaker moves lazily)
                 for state in CIRCUIT_STATES:
                     _, cell = layout.family_cell("fastgw_circuit_state", {"cluster": name, "state": state})
-                    rec.set(cell, 1 if breaker.state == state else 0)
+                    rec.set(cell, 1 if current == state else 0)
 
 
 # --- the text format -------------------------------------------------------
