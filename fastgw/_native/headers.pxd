@@ -22,8 +22,7 @@ cdef class MessageInfo:
     cdef public bytes request_id
     cdef public frozenset connection_tokens  # None when Connection lists only close/keep-alive/upgrade
     cdef public bytes traceparent       # request: the client's traceparent value (None if absent)
-    cdef public bytes trace_id          # request: the trace id sent upstream (32 hex), once built
-    cdef public bytes span_id           # request: the gateway's span id (16 hex), once built
+    cdef public bytes sent_traceparent  # request: the traceparent line sent upstream, once built
     cdef public bint event_stream       # response: Content-Type text/event-stream (SSE)
 
     cdef void _fail(self, int status, str code, str message)

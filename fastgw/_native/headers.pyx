@@ -588,7 +588,8 @@ cdef bint _valid_traceparent(bytes value) noexcept:
 
 
 cdef bytes _write_traceparent(MessageInfo info):
-    """The traceparent header line for the upstream; sets info.trace_id/span_id."""
+    """The traceparent header line for the upstream (kept in info.sent_traceparent:
+    trace id at [16:48], the gateway's span id at [49:65])."""
     cdef char line[70]
     cdef bytes incoming = info.traceparent
     cdef const char *s
@@ -610,9 +611,8 @@ cdef bytes _write_traceparent(MessageInfo info):
     line[65] = 45
     line[68] = 13
     line[69] = 10
-    info.trace_id = line[16:48]
-    info.span_id = line[49:65]
-    return line[:70]
+    info.sent_traceparent = line[:70]
+    return info.sent_traceparent
 
 
 cpdef bytes trace_id_of(bytes traceparent):

@@ -8,6 +8,9 @@ A line (keys always present, null when unknown):
      "duration_ms": 1.84, "upstream_ms": 1.52, "upstream": "127.0.0.1:9001",
      "retries": 0, "rate_limit": "allowed", "headers": {"user-agent": "curl/8"}}
 
+`time` is when the exchange ended (UTC, ms); `duration_ms` runs from the
+end of the request head to then, `upstream_ms` is the time spent on
+upstream endpoints (checkout or dial to release, summed over attempts).
 `path` is the request target as received with the values of the
 `redact_query` parameters replaced by REDACTED; `headers` holds the request
 headers named in `headers`, those in `redact_headers` as REDACTED. `status`
@@ -80,9 +83,11 @@ class AccessLog:
         info = ex.info
         trace_id = None
         if info is not None:
-            trace_id = info.trace_id or trace_id_of(info.traceparent)
+            sent = info.sent_traceparent  # b"traceparent: 00-<trace id>-<span id>-<flags>\r\n"
+            trace_id = sent[16:48] if sent is not None else trace_id_of(info.traceparent)
         plan = ex.plan
         upstream_ns = ex.upstream_ns
+        endpoint = ex.endpoint
         line = orjson.dumps({
             "time": _now(),
             "request_id": ex.request_id.decode("latin-1"),
@@ -94,9 +99,9 @@ class AccessLog:
             "status": ex.status,
             "bytes_in": ex.body_bytes,
             "bytes_out": ex.bytes_out,
-            "duration_ms": round(ex.duration_ns / 1e6, 3),
-            "upstream_ms": round(upstream_ns / 1e6, 3) if ex.endpoint is not None else None,
-            "upstream": ex.endpoint,
+            "duration_ms": ex.duration_ns // 1000 / 1000,   # ms, to the microsecond
+            "upstream_ms": upstream_ns // 1000 / 1000 if endpoint is not None else None,
+            "upstream": endpoint,
             "retries": ex.retries,
             "rate_limit": RATE_LIMIT[ex.rate_limit],
             "headers": self._headers(ex.request_headers) if self.headers else None,
@@ -183,6 +188,16 @@ def _write_all(fd, data: bytes) -> None:
         view = view[written:]
 
 
+_second = -1
+_second_text = ""
+
+
 def _now() -> str:
-    now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+    """UTC with milliseconds; the formatted second is reused within a second."""
+    global _second, _second_text
+    ms = time.time_ns() // 1_000_000
+    second, millis = divmod(ms, 1000)
+    if second != _second:
+        _second = second
+        _second_text = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+    return f"{_second_text}{millis:03d}Z"
