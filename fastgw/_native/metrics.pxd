@@ -48,7 +48,8 @@ cdef class WorkerMetrics:
     cdef readonly int slot
     cdef Py_ssize_t route_base
     cdef Py_ssize_t endpoint_base
-    cdef readonly int routes   # route blocks: config routes + one for "no route"
+    cdef readonly int routes   # route blocks: 0 for "no route", then the routes (and room for more)
+    cdef readonly int endpoints
 
     cdef void request_done(self, int route, bytes method, int status, int64_t duration_ns,
                            int64_t upstream_ns, int64_t bytes_in, int64_t bytes_out) noexcept

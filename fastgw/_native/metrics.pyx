@@ -180,13 +180,18 @@ cdef class MetricsTable:
             raise IndexError(f"metrics cell {cell} out of range 0..{self.cells - 1}")
         return cell
 
-    def worker(self, long slot, int routes, long route_base, long endpoint_base):
-        """The recorder for the process owning `slot`."""
+    def worker(self, long slot, int routes, long route_base, int endpoints, long endpoint_base):
+        """The recorder for the process owning `slot`: `routes` route blocks
+        (block 0: requests no route took) and `endpoints` endpoint blocks."""
+        if route_base + <long>routes * ROUTE_CELLS > self.cells or \
+                endpoint_base + <long>endpoints * ENDPOINT_CELLS > self.cells:
+            raise ValueError("route or endpoint blocks beyond the table")
         cdef WorkerMetrics w = WorkerMetrics.__new__(WorkerMetrics)
         w.cells = self.slice(slot)
         w.table = self
         w.slot = slot
         w.routes = routes
+        w.endpoints = endpoints
         w.route_base = route_base
         w.endpoint_base = endpoint_base
         return w
@@ -218,7 +223,7 @@ cdef class WorkerMetrics:
     cdef void request_done(self, int route, bytes method, int status, int64_t duration_ns,
                            int64_t upstream_ns, int64_t bytes_in, int64_t bytes_out) noexcept:
         if route < 0 or route >= self.routes:
-            route = self.routes - 1  # the "no route" block
+            route = 0  # the "no route" block
         cdef int64_t *block = self.cells + self.route_base + <Py_ssize_t>route * ROUTE_CELLS
         block[R_REQUESTS + method_index(method) * N_STATUS + _status_class(status)] += 1
         block[R_REQ_BYTES] += bytes_in
@@ -227,7 +232,7 @@ cdef class WorkerMetrics:
         self.cells[G_IN_FLIGHT] -= 1
 
     cdef void upstream_done(self, int endpoint, int route, int outcome, int64_t duration_ns) noexcept:
-        if 0 <= outcome < N_OUTCOMES and endpoint >= 0:
+        if 0 <= outcome < N_OUTCOMES and 0 <= endpoint < self.endpoints:
             self.cells[self.endpoint_base + <Py_ssize_t>endpoint * ENDPOINT_CELLS + E_OUTCOMES + outcome] += 1
         if 0 <= route < self.routes:
             _observe(self.cells + self.route_base + <Py_ssize_t>route * ROUTE_CELLS + R_UPSTREAM_DURATION,

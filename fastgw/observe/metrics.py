@@ -9,9 +9,10 @@ Storage
     its gauges restart from zero (see WorkerMetrics.restart).
 
 Which cell is which series is the `Layout`, computed from the config the
-same way in every process: a global block, one block per route (plus one
-for requests no route matched, label route="(none)"), one per endpoint, then
-the registry's families. Labels are bounded by construction: route and
+same way in every process: a global block, one block per route (block 0 for
+requests no route matched, label route="(none)"), one per endpoint, then the
+registry's families, with room for a reloaded config's new names (see
+Layout; a reload calls `ProcessMetrics.adopt(config)`, which Gateway does). Labels are bounded by construction: route and
 cluster names and endpoint addresses from the config, the method from a fixed
 set (GET ... TRACE, else "other"), the status class; never a raw path or IP.
 
@@ -30,6 +31,18 @@ Series (seconds, bytes; `fastgw_` prefix)
     fastgw_streams_opened_total{kind}, fastgw_streams_closed_total{kind}, fastgw_streams_active{kind}
                                                     kind: sse, websocket
     fastgw_build_info{version,python}, fastgw_start_time_seconds, fastgw_uptime_seconds, fastgw_workers
+
+Serving /metrics (the admin listener)
+    shared = create_metrics(config, workers)    # the master, before forking
+    body = render_prometheus(shared)            # any process, any time after
+    headers: Content-Type: CONTENT_TYPE
+    `shared` is the `SharedMetrics` the master passes to every worker
+    (Master.metrics; run_worker's `metrics`; a worker's Gateway has it as
+    `gateway.process_metrics.shared`). Rendering reads the mapping only:
+    ~1 ms for a few routes, no lock, no I/O. None means metrics are off
+    (answer 404 or an empty body). After a reload, render from a process
+    that adopted the new config (a worker's gateway does it itself; the
+    master must call shared.layout.adopt(config) before rendering there).
 
 Registry for other components (counters and gauges with fixed label sets)
     Declare the family where the layout is computed, from the config, by
@@ -105,58 +118,110 @@ FAMILY_SOURCES: list[Callable[[object], Iterable[Family]]] = [builtin_families]
 
 
 class Layout:
-    """Cell offsets of every series, from the config (identical in every process)."""
+    """Cell offsets of every series (identical in every process that saw the
+    same configs in the same order).
+
+    Blocks are keyed by name, not position, and the table is made with room
+    for twice the config's routes, endpoints and family series (+16/+16/+64),
+    so a reloaded config can be `adopt`ed into the same table: a route,
+    endpoint or series it already had keeps its cells (counters go on), new
+    ones take free blocks. Past that room, new routes count under
+    route="(none)", new endpoints and family series are not counted, and
+    `adopt` says so (a restart sizes the table anew).
+    """
 
     def __init__(self, config):
-        size = max((r.index for r in config.routes), default=-1) + 1
-        self.route_names = [None] * size + [NO_ROUTE]
-        for route in config.routes:
-            self.route_names[route.index] = route.name
-        self.routes = len(self.route_names)
-        self.route_base = L["GLOBAL_CELLS"]
-        self.endpoints: list[tuple[str, str]] = []           # index -> (cluster, address)
+        self.route_names: list[str] = [NO_ROUTE]            # block -> name; block 0: no route
+        self.route_block: dict[str, int] = {}
+        self.endpoints: list[tuple[str, str]] = []           # block -> (cluster, address)
         self.endpoint_index: dict[tuple[str, str], int] = {}
+        self.families: dict[str, Family] = {}
+        self.family_cells: dict[str, dict[tuple[str, ...], int]] = {}
+        routes = len(config.routes)
+        endpoints = sum(len(c.endpoints) for c in config.clusters.values())
+        series = sum(len(f.series) for f in _declared(config))
+        self.route_capacity = 1 + 2 * routes + 16
+        self.endpoint_capacity = 2 * endpoints + 16
+        self.route_base = L["GLOBAL_CELLS"]
+        self.endpoint_base = self.route_base + self.route_capacity * L["ROUTE_CELLS"]
+        self.family_base = self.endpoint_base + self.endpoint_capacity * L["ENDPOINT_CELLS"]
+        self.family_next = self.family_base
+        self.cells = self.family_base + 2 * series + 64
+        left_out = self.adopt(config)
+        assert not left_out, left_out
+
+    def adopt(self, config) -> list[str]:
+        """Give blocks to what `config` has that this layout lacks; what did
+        not fit (empty when all did)."""
+        left_out = []
+        for route in config.routes:
+            if route.name not in self.route_block:
+                if len(self.route_names) < self.route_capacity:
+                    self.route_block[route.name] = len(self.route_names)
+                    self.route_names.append(route.name)
+                else:
+                    left_out.append(f"route {route.name}")
         for name, cluster in config.clusters.items():
             for endpoint in cluster.endpoints:
-                self.endpoint_index[(name, endpoint.address)] = len(self.endpoints)
-                self.endpoints.append((name, endpoint.address))
-        self.endpoint_base = self.route_base + self.routes * L["ROUTE_CELLS"]
-        cell = self.endpoint_base + len(self.endpoints) * L["ENDPOINT_CELLS"]
-        self.families: list[Family] = []
-        self.family_cells: dict[str, dict[tuple[str, ...], int]] = {}
-        for source in FAMILY_SOURCES:
-            for family in source(config):
-                if family.name in self.family_cells:
-                    raise ValueError(f"metric family {family.name} declared twice")
-                self.families.append(family)
-                self.family_cells[family.name] = {}
-                for values in family.series:
-                    self.family_cells[family.name][values] = cell
-                    cell += 1
-        self.cells = cell
+                key = (name, endpoint.address)
+                if key not in self.endpoint_index:
+                    if len(self.endpoints) < self.endpoint_capacity:
+                        self.endpoint_index[key] = len(self.endpoints)
+                        self.endpoints.append(key)
+                    else:
+                        left_out.append(f"endpoint {name}/{endpoint.address}")
+        for family in _declared(config):
+            known = self.families.setdefault(family.name, family)
+            if (known.kind, known.labels) != (family.kind, family.labels):
+                raise ValueError(f"metric family {family.name} changed its kind or labels")
+            cells = self.family_cells.setdefault(family.name, {})
+            for values in family.series:
+                if values not in cells:
+                    if self.family_next < self.cells:
+                        cells[values] = self.family_next
+                        self.family_next += 1
+                    else:
+                        left_out.append(f"series {family.name}{values}")
+        return left_out
+
+    @property
+    def routes(self) -> int:
+        return self.route_capacity
+
+    @property
+    def gauge_cells(self) -> tuple[int, ...]:
         gauges = [L["G_CONNECTIONS_OPEN"], L["G_IN_FLIGHT"],
                   L["G_STREAMS_ACTIVE"], L["G_STREAMS_ACTIVE"] + 1]
-        for e in range(len(self.endpoints)):
-            base = self.endpoint_base + e * L["ENDPOINT_CELLS"]
-            gauges += [base + L["E_IDLE"], base + L["E_BUSY"], base + L["E_OPEN"]]
-        for family in self.families:
+        for e in range(self.endpoint_capacity):
+            gauges += [self.endpoint_cell(e, L["E_IDLE"]), self.endpoint_cell(e, L["E_BUSY"]),
+                       self.endpoint_cell(e, L["E_OPEN"])]
+        for family in self.families.values():
             if family.kind == "gauge":
                 gauges += self.family_cells[family.name].values()
-        self.gauge_cells = tuple(gauges)
+        return tuple(gauges)
 
     def endpoint_cell(self, index: int, offset: int) -> int:
         return self.endpoint_base + index * L["ENDPOINT_CELLS"] + offset
 
     def family_cell(self, name: str, labels: dict[str, str]) -> tuple[Family, int]:
-        cells = self.family_cells.get(name)
-        if cells is None:
+        family = self.families.get(name)
+        if family is None:
             raise KeyError(f"metric family {name!r} is not declared (add it to FAMILY_SOURCES)")
-        family = next(f for f in self.families if f.name == name)
         values = tuple(labels.get(label) for label in family.labels)
+        cells = self.family_cells[name]
         if set(labels) != set(family.labels) or values not in cells:
             raise KeyError(f"{name}{labels!r}: not a declared series of {name} "
                            f"(labels {family.labels!r})")
         return family, cells[values]
+
+
+def _declared(config) -> list[Family]:
+    families = [family for source in FAMILY_SOURCES for family in source(config)]
+    names = [f.name for f in families]
+    for name in names:
+        if names.count(name) > 1:
+            raise ValueError(f"metric family {name} declared twice")
+    return families
 
 
 class SharedMetrics:
@@ -183,13 +248,15 @@ def create_metrics(config, workers: int) -> SharedMetrics | None:
 
 class ProcessMetrics:
     """One process's side: the native recorder proxy.pyx calls, the registry
-    handles, and the once-a-second sampling of pool and breaker state."""
+    handles, and the once-a-second sampling of pool and breaker state.
+    Make one per process (it clears the slot's gauges: the slot's previous
+    process is gone); on a reload, `adopt` the new config instead."""
 
     def __init__(self, shared: SharedMetrics, slot: int):
         self.shared = shared
         self.layout = shared.layout
         self.recorder = shared.table.worker(slot, self.layout.routes, self.layout.route_base,
-                                            self.layout.endpoint_base)
+                                            self.layout.endpoint_capacity, self.layout.endpoint_base)
         self.recorder.restart(self.layout.gauge_cells)
         self.slot = slot
         self._created_base: dict[int, int] = {}
@@ -206,8 +273,18 @@ class ProcessMetrics:
             raise KeyError(f"{name} is a {family.kind}, not a {kind}")
         return self.shared.table.cell(self.slot, cell)
 
+    def adopt(self, config) -> list[str]:
+        """A reloaded config: see Layout.adopt. Every process that renders or
+        records must adopt the same configs in the same order."""
+        return self.layout.adopt(config)
+
+    def route_block(self, name: str) -> int:
+        """The metrics block of a route (RoutePlan.index); 0: "(none)"."""
+        return self.layout.route_block.get(name, 0)
+
     def endpoint_index(self, cluster: str, address: str) -> int:
-        return self.layout.endpoint_index[(cluster, address)]
+        """The endpoint's block; -1 (not counted) past the table's room."""
+        return self.layout.endpoint_index.get((cluster, address), -1)
 
     def sample(self, clusters) -> None:
         """Pool and breaker gauges, from `ClusterRuntime`s (once a second)."""
@@ -305,7 +382,7 @@ def render_prometheus(shared: SharedMetrics) -> bytes:
     out.family("fastgw_requests_in_flight", "gauge", "Requests read whose response is not finished.")
     out.sample("fastgw_requests_in_flight", [], g("G_IN_FLIGHT"))
 
-    routes = [(i, name) for i, name in enumerate(layout.route_names) if name is not None]
+    routes = list(enumerate(layout.route_names))
     stride = L["ROUTE_CELLS"]
 
     def block(i):
@@ -375,8 +452,8 @@ def render_prometheus(shared: SharedMetrics) -> bytes:
             value = sums[L[offset] + k]
             out.sample(metric, [("kind", stream)], max(value, 0) if kind == "gauge" else value)
 
-    for family in layout.families:
-        if not family.series:
+    for family in layout.families.values():
+        if not layout.family_cells[family.name]:
             continue
         out.family(family.name, family.kind, family.help)
         for values, cell in layout.family_cells[family.name].items():

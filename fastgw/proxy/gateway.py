@@ -31,7 +31,6 @@ def make_route_plan(route: Route, cluster: ClusterRuntime, timeouts, table: Rout
     timeouts and the upstream path rewrite (None when the path is unchanged)."""
     plan = RoutePlan()
     plan.route = route
-    plan.index = route.index
     plan.cluster = cluster
     plan.response_header_timeout = timeouts.response_header
     plan.idle_timeout = timeouts.idle
@@ -68,12 +67,18 @@ class Gateway(GatewayCore):
         self.route_match = self.routes.match
         self.allowed_methods = self.routes.allowed_methods
         self.clusters = {name: ClusterRuntime(loop, c, settings.trusted_proxies) for name, c in config.clusters.items()}
+        if metrics is not None:
+            left_out = metrics.adopt(config)  # a no-op unless this is a reloaded config
+            if left_out:
+                log.warning("metrics: no room left in the shared table for %s; restart to count them",
+                            ", ".join(left_out))
         limiters = build_limiters(config, limit_table)
         plans = [None] * (max((r.index for r in config.routes), default=-1) + 1)
         for route in config.routes:
             plan = make_route_plan(route, self.clusters[route.cluster],
                                    config.route_timeouts(route), self.routes)
             plan.limiter = limiters.get(route.index)
+            plan.index = metrics.route_block(route.name) if metrics is not None else 0
             plans[route.index] = plan
         self.plans = plans
         self.request_ids = RequestIds()

@@ -160,3 +160,33 @@ def test_request_head_carries_one_traceparent():
                                b"rid", b"h")
     assert b"TraceParent: 00-" + TRACE + b"-00f067aa0ba902b7-00\r\n" in plain
     assert isinstance(info, MessageInfo)
+
+
+def test_a_reloaded_config_is_adopted_by_name():
+    from dataclasses import replace
+    config = _config()
+    shared = SharedMetrics(config, workers=1)
+    process = shared.process(0)
+    a = process.route_block("a")
+    process.recorder.set(shared.layout.route_base + a * L["ROUTE_CELLS"] + L["R_REQ_BYTES"], 11)
+    # Reload: route "a" moves to position 1, "c" is new, "b" is gone; a new endpoint.
+    users = Cluster("users", (Endpoint("127.0.0.1", 9001), Endpoint("127.0.0.1", 9003)))
+    reloaded = replace(config, clusters={"users": users},
+                       routes=(Route("c", 0, RouteMatch(prefix="/c"), "users"),
+                               Route("a", 1, RouteMatch(prefix="/a"), "users")))
+    assert process.adopt(reloaded) == []
+    assert process.route_block("a") == a                     # same cells: its counters go on
+    assert process.route_block("c") not in (0, a, process.route_block("b"))
+    assert process.endpoint_index("users", "127.0.0.1:9001") == 0
+    assert process.endpoint_index("users", "127.0.0.1:9003") == 2
+    values = _parse(render_prometheus(shared))
+    assert values[("fastgw_request_bytes_total", (("route", "a"),))] == 11
+    assert values[("fastgw_request_bytes_total", (("route", "c"),))] == 0
+    # Past the room made at start, new names are reported and not counted.
+    many = replace(config, routes=tuple(Route(f"r{i}", i, RouteMatch(prefix=f"/r{i}"), "users")
+                                        for i in range(40)))
+    left_out = process.adopt(many)
+    assert left_out and all(item.startswith("route r") for item in left_out)
+    assert process.route_block(left_out[0].split()[1]) == 0   # counted under route="(none)"
+    values = _parse(render_prometheus(shared))
+    assert len([k for k in values if k[0] == "fastgw_request_bytes_total"]) == shared.layout.route_capacity
