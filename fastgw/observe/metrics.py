@@ -31,6 +31,8 @@ Series (seconds, bytes; `fastgw_` prefix)
     fastgw_streams_opened_total{kind}, fastgw_streams_closed_total{kind}, fastgw_streams_active{kind}
                                                     kind: sse, websocket
     fastgw_build_info{version,python}, fastgw_start_time_seconds, fastgw_uptime_seconds, fastgw_workers
+    fastgw_process_resident_memory_bytes, fastgw_process_cpu_seconds_total, fastgw_process_open_fds
+                                                    workers' processes, summed (sampled each second)
 
 Serving /metrics (the admin listener)
     shared = create_metrics(config, workers)    # the master, before forking
@@ -85,6 +87,7 @@ NO_ROUTE = "(none)"
 ERROR_KINDS = {1: "connect", 2: "timeout", 3: "reset", 4: "bad_response"}  # proxy.pyx OUTCOME_*
 CIRCUIT_STATES = ("closed", "open", "half-open")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,12 @@ class Family:
 
 
 def builtin_families(config) -> list[Family]:
-    return [Family("fastgw_circuit_state", "gauge",
+    return [Family("fastgw_process_resident_memory_bytes", "gauge",
+                   "Resident memory of the worker processes, summed (sampled each second)."),
+            Family("fastgw_process_cpu_seconds_total", "counter",
+                   "CPU time (user + system) of the worker processes, past ones included.", scale=1000),
+            Family("fastgw_process_open_fds", "gauge", "Open file descriptors of the worker processes."),
+            Family("fastgw_circuit_state", "gauge",
                    "Workers whose circuit breaker for the cluster is in this state.",
                    labels=("cluster", "state"),
                    series=[(name, state) for name, c in config.clusters.items()
@@ -261,12 +269,32 @@ class ProcessMetrics:
         self.recorder.restart(self.layout.gauge_cells)
         self.slot = slot
         self._created_base: dict[int, int] = {}
+        self._process_cells = None
 
     def counter(self, name: str, **labels: str):
         return self._handle(name, "counter", labels)
 
     def gauge(self, name: str, **labels: str):
         return self._handle(name, "gauge", labels)
+
+    def _sample_process(self) -> None:
+        if self._process_cells is None:
+            cells = [self.layout.family_cell(name, {})[1] for name in
+                     ("fastgw_process_resident_memory_bytes", "fastgw_process_cpu_seconds_total",
+                      "fastgw_process_open_fds")]
+            # CPU is a counter: what this slot's earlier processes used stays in.
+            self._process_cells = (*cells, self.recorder.value(cells[1]))
+        rss_cell, cpu_cell, fds_cell, cpu_base = self._process_cells
+        try:
+            with open("/proc/self/statm", "rb") as statm:
+                rss = int(statm.read().split()[1]) * _PAGE
+            fds = len(os.listdir("/proc/self/fd"))
+        except OSError:  # not Linux: leave them at 0
+            rss = fds = 0
+        times = os.times()
+        self.recorder.set(rss_cell, rss)
+        self.recorder.set(fds_cell, fds)
+        self.recorder.set(cpu_cell, cpu_base + int((times.user + times.system) * 1000))
 
     def _handle(self, name, kind, labels):
         family, cell = self.layout.family_cell(name, labels)
@@ -288,9 +316,11 @@ class ProcessMetrics:
         return self.layout.endpoint_index.get((cluster, address), -1)
 
     def sample(self, clusters) -> None:
-        """Pool and breaker gauges, from `ClusterRuntime`s (once a second)."""
+        """Pool and breaker gauges, from `ClusterRuntime`s, and this process's
+        resources (once a second)."""
         rec = self.recorder
         layout = self.layout
+        self._sample_process()
         for name, runtime in clusters.items():
             for pool in runtime.pools:
                 index = pool.metrics_index

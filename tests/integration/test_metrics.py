@@ -115,6 +115,10 @@ def test_figures_after_known_traffic_across_two_workers(upstream, gateway_factor
     assert m.get_value("fastgw_workers") == WORKERS
     assert m.get_value("fastgw_uptime_seconds") > 0
     assert len(m.matching("fastgw_build_info")) == 1
+    # Both workers' resources, summed: each has at least tens of MiB resident and a few fds.
+    assert m.get_value("fastgw_process_resident_memory_bytes") > WORKERS * 10 * 2**20
+    assert m.get_value("fastgw_process_open_fds") >= WORKERS * 4
+    assert m.get_value("fastgw_process_cpu_seconds_total") > 0
 
 
 @pytest.mark.timeout(60)
