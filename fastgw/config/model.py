@@ -198,8 +198,17 @@ class AccessLog:
 
 
 @dataclass(frozen=True, slots=True)
+class SpanExport:
+    """OpenTelemetry span export over OTLP/HTTP (fastgw/observe/otel.py)."""
+    endpoint: str                 # e.g. http://127.0.0.1:4318/v1/traces
+    service_name: str = "fastgw"
+    flush_interval: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
 class Tracing:
     propagate: bool = True        # W3C traceparent: continue it (gateway span) or start one
+    export: SpanExport | None = None  # None: no spans exported
 
 
 @dataclass(frozen=True, slots=True)

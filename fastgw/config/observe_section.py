@@ -1,16 +1,19 @@
 """Readers for the top-level `metrics`, `access_log` and `tracing` sections."""
 from __future__ import annotations
 
+import importlib.util
 
 from fastgw.config.errors import Invalid, item
-from fastgw.config.model import AccessLog, MetricsSettings, Observe, Tracing
+from fastgw.config.model import AccessLog, MetricsSettings, Observe, SpanExport, Tracing
 from fastgw.config.reader import Section, parse_or_record
-from fastgw.config.schema import describe, parse_duration, parse_header_name
+from fastgw.config.schema import describe, parse_duration, parse_header_name, parse_name
 
 OBSERVE_KEYS = ("metrics", "access_log", "tracing")
 METRICS_KEYS = ("enabled",)
 ACCESS_LOG_KEYS = ("enabled", "path", "sampling", "flush_interval", "headers", "redact_headers", "redact_query")
-TRACING_KEYS = ("propagate",)
+TRACING_KEYS = ("propagate", "export")
+EXPORT_KEYS = ("endpoint", "service_name", "flush_interval")
+OTLP_HINT = "write the OTLP/HTTP traces URL of a collector, e.g. http://127.0.0.1:4318/v1/traces"
 
 BOOL_HINT = "write true or false"
 SAMPLING_HINT = "write the share of requests to log, from 0 (none) to 1 (all), e.g. 0.1"
@@ -55,7 +58,32 @@ def _read_metrics(section: Section) -> MetricsSettings:
 
 
 def _read_tracing(section: Section) -> Tracing:
-    return Tracing(propagate=section.parse("propagate", parse_bool, True))
+    propagate = section.parse("propagate", parse_bool, True)
+    export = None
+    if "export" in section.raw:
+        export = _read_export(section.section("export", EXPORT_KEYS))
+        if not propagate and section.has("propagate"):
+            section.errors.add(section.path("export"), "needs propagate: true",
+                               "exported spans carry the ids sent upstream in traceparent; "
+                               "remove propagate: false or the export section")
+    return Tracing(propagate=propagate, export=export)
+
+
+def parse_otlp_url(value: object) -> str:
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")) or len(value) < 10:
+        raise Invalid(f"{describe(value)} is not an http(s) URL", OTLP_HINT)
+    return value
+
+
+def _read_export(section: Section) -> SpanExport | None:
+    endpoint = section.require("endpoint", parse_otlp_url, "", OTLP_HINT)
+    service = section.parse("service_name", parse_name, "fastgw")
+    flush = section.parse("flush_interval", parse_duration, 1.0)
+    if importlib.util.find_spec("opentelemetry.sdk") is None or \
+            importlib.util.find_spec("opentelemetry.exporter.otlp.proto.http") is None:
+        section.errors.add(section.keypath, "the OpenTelemetry SDK is not installed",
+                           "pip install 'fastgw[otel]', or remove tracing.export")
+    return SpanExport(endpoint=endpoint, service_name=service, flush_interval=flush) if endpoint else None
 
 
 def _names(section: Section, key: str, parser, default: tuple, hint: str) -> tuple:

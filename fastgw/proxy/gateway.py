@@ -16,6 +16,7 @@ from fastgw._native.headers import HeaderRewrite, RequestIds
 from fastgw._native.proxy import GatewayCore, RoutePlan
 from fastgw.config.model import Config, Route
 from fastgw.observe.access_log import make_access_log
+from fastgw.observe.otel import Observers, make_span_export
 from fastgw.policy.ratelimit import build_limiters
 from fastgw.proxy.routing import RouteTable
 from fastgw.upstream.pool import ClusterRuntime
@@ -90,7 +91,10 @@ class Gateway(GatewayCore):
             for name, cluster in self.clusters.items():
                 for pool in cluster.pools:
                     pool.metrics_index = metrics.endpoint_index(name, pool.endpoint.address)
-        self.access_log = make_access_log(config.observe.access_log, loop)
+        # What sees each finished exchange: the access log, span export, both or neither.
+        observers = [o for o in (make_access_log(config.observe.access_log, loop),
+                                 make_span_export(config.observe.tracing.export)) if o is not None]
+        self.access_log = observers[0] if len(observers) == 1 else Observers(observers) if observers else None
         self.trace = config.observe.tracing.propagate
         self.draining = False
         self._drained = None

@@ -62,3 +62,18 @@ access_log:
 def test_section_must_be_a_mapping(config_errors, find_error, minimal):
     source, errors = config_errors(minimal + "access_log: yes\n")
     find_error(errors, source, "access_log", "expected a mapping")
+
+
+def test_span_export(write_config, config_errors, find_error, minimal):
+    from fastgw.config.model import SpanExport
+    config = load(write_config(minimal + "tracing: {export: {endpoint: 'http://127.0.0.1:4318/v1/traces'}}\n"),
+                  env={})
+    assert config.observe.tracing.export == SpanExport(endpoint="http://127.0.0.1:4318/v1/traces")
+    assert load(write_config(minimal), env={}).observe.tracing.export is None
+    source, errors = config_errors(minimal + "tracing: {export: {service_name: 'a b', flush_interval: 0}}\n")
+    find_error(errors, source, "tracing.export.endpoint", "missing", "4318")
+    find_error(errors, source, "tracing.export.service_name", "not a valid name")
+    find_error(errors, source, "tracing.export.flush_interval", "greater than 0")
+    source, errors = config_errors(minimal + "tracing: {propagate: false, export: {endpoint: 'grpc://c:4317'}}\n")
+    find_error(errors, source, "tracing.export.endpoint", "not an http(s) URL")
+    find_error(errors, source, "tracing.export", "needs propagate: true")
