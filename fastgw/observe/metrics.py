@@ -440,7 +440,8 @@ def render_prometheus(shared: SharedMetrics) -> bytes:
             if any(cells):
                 out.histogram(metric, [("route", name)], cells)
     for metric, offset, help_ in (("fastgw_request_bytes_total", "R_REQ_BYTES", "Request body bytes received."),
-                                  ("fastgw_response_bytes_total", "R_RESP_BYTES", "Response body bytes sent.")):
+                                  ("fastgw_response_bytes_total", "R_RESP_BYTES",
+                                   "Response body bytes relayed from upstreams (local error replies not counted).")):
         out.family(metric, "counter", help_)
         for i, name in routes:
             out.sample(metric, [("route", name)], blocks[i][L[offset]])

@@ -12,7 +12,7 @@ import pytest
 from websockets.sync.client import connect
 
 from support import RawClient, cluster, free_port, http_request, route
-from support.metrics import enable_dump, scrape
+from support.metrics import connections_on_each_worker, enable_dump, scrape
 
 WORKERS = 2
 
@@ -29,18 +29,18 @@ def traffic_config(upstream_url: str, dead_url: str) -> dict:
     }
 
 
-async def _requests(port: int, plan: list[tuple[bytes, int]], connections: int) -> list[int]:
-    """Send every request of `plan` ((raw request, body length expected back
-    unknown) pairs) over `connections` keep-alive connections; the statuses."""
+async def _requests(port: int, plan: list[bytes], connections: int, workers: int = 1) -> tuple[list[int], int]:
+    """Send every request of `plan` over keep-alive connections spread over
+    `workers` workers (`connections` per worker); the statuses, and how many
+    connections were opened (each answered one probe GET /users/probe first)."""
     queue = list(plan)
     statuses: list[int] = []
+    conns, opened = await connections_on_each_worker(port, workers, connections, "/users/probe")
 
-    async def one():
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async def one(reader, writer):
         try:
             while queue:
-                request, _ = queue.pop()
-                writer.write(request)
+                writer.write(queue.pop())
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
                 length = 0
                 for line in head.split(b"\r\n"):
@@ -51,8 +51,8 @@ async def _requests(port: int, plan: list[tuple[bytes, int]], connections: int) 
         finally:
             writer.close()
 
-    await asyncio.gather(*(one() for _ in range(connections)))
-    return statuses
+    await asyncio.gather(*(one(*c) for c in conns))
+    return statuses, opened
 
 
 def _get(path: str) -> bytes:
@@ -70,48 +70,50 @@ def test_figures_after_known_traffic_across_two_workers(upstream, gateway_factor
     gw = gateway_factory(traffic_config(upstream.url, dead), workers=WORKERS)
     assert len(gw.wait_children(WORKERS)) == WORKERS
     body = b"x" * 1000
-    plan = ([(_get(f"/users/{i}"), 0) for i in range(120)]
-            + [(_post("/orders", body), 0) for _ in range(30)]
-            + [(f"DELETE /orders/1 HTTP/1.1\r\nHost: t\r\n\r\n".encode(), 0)] * 5   # 405
-            + [(_get(f"/no/such/path/{i}"), 0) for i in range(25)]                    # 404
-            + [(f"PROPFIND /users/pot HTTP/1.1\r\nHost: t\r\n\r\n".encode(), 0)] * 3  # "other" method
-            + [(_get("/broken/x"), 0)] * 4)                                          # 502 connect
-    statuses = asyncio.run(_requests(gw.port, plan, connections=24))
+    plan = ([_get(f"/users/{i}") for i in range(120)]
+            + [_post("/orders", body) for _ in range(30)]
+            + [b"DELETE /orders/1 HTTP/1.1\r\nHost: t\r\n\r\n"] * 5             # 405
+            + [_get(f"/no/such/path/{i}") for i in range(25)]                    # 404
+            + [b"PROPFIND /users/pot HTTP/1.1\r\nHost: t\r\n\r\n"] * 3       # "other" method
+            + [_get("/broken/x")] * 4)                                           # 502 connect
+    statuses, opened = asyncio.run(_requests(gw.port, plan, connections=6, workers=WORKERS))
     assert len(statuses) == len(plan)
     # Both workers served: each process stamps its own request-id prefix.
-    prefixes = {r.header("x-request-id").rsplit("-", 1)[0] for r in upstream.requests}
-    assert len(prefixes) == WORKERS, "the traffic did not reach both workers; the sum proves nothing"
+    prefixes = {r.header("x-request-id").rsplit("-", 1)[0] for r in upstream.requests
+                if r.path != "/users/probe"}
+    assert len(prefixes) == WORKERS
+    probes = opened
     time.sleep(1.3)  # pool gauges are sampled once a second
     m = scrape(gw, dump)
 
-    assert m.get_value("fastgw_requests_total", route="users", method="GET", status="2xx") == 120
+    assert m.get_value("fastgw_requests_total", route="users", method="GET", status="2xx") == 120 + probes
     assert m.get_value("fastgw_requests_total", route="users", method="other", status="2xx") == 3
     assert m.get_value("fastgw_requests_total", route="orders", method="POST", status="2xx") == 30
     assert m.get_value("fastgw_requests_total", route="(none)", method="DELETE", status="4xx") == 5
     assert m.get_value("fastgw_requests_total", route="(none)", method="GET", status="4xx") == 25
     assert m.get_value("fastgw_requests_total", route="broken", method="GET", status="5xx") == 4
-    assert m.total("fastgw_requests_total") == len(plan)
+    assert m.total("fastgw_requests_total") == len(plan) + probes
     assert m.get_value("fastgw_request_bytes_total", route="orders") == 30 * len(body)
     # The echo upstream's bodies: what the upstream sent is what the metrics say went out.
     assert m.get_value("fastgw_response_bytes_total", route="users") > 0
-    assert m.get_value("fastgw_request_duration_seconds_count", route="users") == 123
-    assert m.get_value("fastgw_request_duration_seconds_bucket", route="users", le="+Inf") == 123
+    assert m.get_value("fastgw_request_duration_seconds_count", route="users") == 123 + probes
+    assert m.get_value("fastgw_request_duration_seconds_bucket", route="users", le="+Inf") == 123 + probes
     assert m.get_value("fastgw_upstream_duration_seconds_count", route="orders") == 30
-    assert 0 < m.get_value("fastgw_request_duration_seconds_sum", route="users") < 123 * 1.0
+    assert 0 < m.get_value("fastgw_request_duration_seconds_sum", route="users") < 123 + probes
 
     ep = upstream.url.removeprefix("http://")
-    assert m.get_value("fastgw_upstream_requests_total", cluster="users", endpoint=ep) == 153
+    assert m.get_value("fastgw_upstream_requests_total", cluster="users", endpoint=ep) == 153 + probes
     dead_ep = dead.removeprefix("http://")
     assert m.get_value("fastgw_upstream_errors_total", cluster="dead", endpoint=dead_ep, kind="connect") == 4
     assert m.get_value("fastgw_upstream_errors_total", cluster="users", endpoint=ep, kind="connect") == 0
     created = m.get_value("fastgw_upstream_connections_created_total", cluster="users", endpoint=ep)
-    assert 1 <= created <= 24 * 2
+    assert 1 <= created <= 12 * 2
     assert m.get_value("fastgw_upstream_connections", cluster="users", endpoint=ep, state="busy") == 0
     assert m.get_value("fastgw_upstream_connections", cluster="users", endpoint=ep, state="idle") == created
 
     assert m.get_value("fastgw_requests_in_flight") == 0
     assert m.get_value("fastgw_client_connections") == 0
-    assert m.get_value("fastgw_client_connections_total") == 24 + 1  # + the harness's readiness probe
+    assert m.get_value("fastgw_client_connections_total") == opened + 1  # + the harness's readiness probe
     assert m.get_value("fastgw_workers") == WORKERS
     assert m.get_value("fastgw_uptime_seconds") > 0
     assert len(m.matching("fastgw_build_info")) == 1
@@ -155,11 +157,12 @@ def test_unknown_paths_add_no_series(upstream, gateway_factory, monkeypatch, tmp
     dump = enable_dump(monkeypatch, tmp_path)
     gw = gateway_factory(traffic_config(upstream.url, upstream.url))
     http_request(gw.port, "GET", "/nothing-here")
+    http_request(gw.port, "GET", "/users/probe")  # the series the connection probes below add
     before = set(scrape(gw, dump))
-    plan = [(_get(f"/random/{os.urandom(8).hex()}?q={i}"), 0) for i in range(200)]
+    plan = [_get(f"/random/{os.urandom(8).hex()}?q={i}") for i in range(200)]
     webdav = ["PROPFIND", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "SEARCH", "PURGE", "LINK", "REPORT"]
-    plan += [(f"{webdav[i % len(webdav)]} /x/{i} HTTP/1.1\r\nHost: t\r\n\r\n".encode(), 0) for i in range(50)]
-    statuses = asyncio.run(_requests(gw.port, plan, connections=4))
+    plan += [f"{webdav[i % len(webdav)]} /x/{i} HTTP/1.1\r\nHost: t\r\n\r\n".encode() for i in range(50)]
+    statuses, opened = asyncio.run(_requests(gw.port, plan, connections=4))
     assert set(statuses) <= {404}
     after = scrape(gw, dump)
     new = set(after) - before

@@ -58,3 +58,34 @@ def scrape(gw, path: Path) -> Samples:
             assert key not in samples, f"duplicate series {key}"
             samples[key] = s.value
     return samples
+
+
+async def connections_on_each_worker(port: int, workers: int, per_worker: int, probe_path: str,
+                                     attempts: int = 400):
+    """Open keep-alive connections until each of `workers` workers holds
+    `per_worker` of them (a worker is told by the request-id prefix it
+    stamps on the answer to one GET `probe_path` per connection). Accepts on
+    a shared socket are not spread evenly, so a test that must load every
+    worker asks for it. Returns (connections, connections opened in all);
+    the extra ones are closed."""
+    import asyncio
+
+    by_worker: dict[bytes, list] = {}
+    opened = 0
+    extra = []
+    while opened < attempts:
+        if len(by_worker) == workers and all(len(c) >= per_worker for c in by_worker.values()):
+            break
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        opened += 1
+        writer.write(f"GET {probe_path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        prefix = head.lower().split(b"x-request-id: ")[1].split(b"-")[0]
+        group = by_worker.setdefault(prefix, [])
+        (group if len(group) < per_worker else extra).append((reader, writer))
+    assert len(by_worker) == workers, f"connections reached {len(by_worker)} of {workers} workers"
+    for _, writer in extra:
+        writer.close()
+    return [c for group in by_worker.values() for c in group], opened
