@@ -8,7 +8,6 @@ from fastgw.config.model import AccessLog, MetricsSettings, Observe, SpanExport,
 from fastgw.config.reader import Section, parse_or_record
 from fastgw.config.schema import describe, parse_duration, parse_header_name, parse_name
 
-OBSERVE_KEYS = ("metrics", "access_log", "tracing")
 METRICS_KEYS = ("enabled",)
 ACCESS_LOG_KEYS = ("enabled", "path", "sampling", "flush_interval", "headers", "redact_headers", "redact_query")
 TRACING_KEYS = ("propagate", "export")

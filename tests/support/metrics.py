@@ -7,7 +7,6 @@ text is parsed with prometheus_client's parser, as a Prometheus server would.
 """
 from __future__ import annotations
 
-import os
 import signal
 import time
 from pathlib import Path
