@@ -13,6 +13,7 @@ import yaml
 
 from fastgw.config.errors import ConfigError, ErrorList
 from fastgw.config.model import Cluster, Config, Endpoint, Listener, Route, RouteMatch, ServerSettings, UpstreamTimeouts
+from fastgw.config.observe_section import read_observe
 from fastgw.config.reader import Section, parse_or_record
 from fastgw.config.redis_section import check_limit_scopes, read_redis
 from fastgw.config.route_section import read_routes
@@ -50,8 +51,9 @@ def build(document: object, errors: ErrorList, env: Mapping[str, str]) -> Config
     clusters = read_clusters(top)
     routes = read_routes(top, clusters)
     check_limit_scopes(top, redis)
+    observe = read_observe(top)
     config = Config(source=errors.source, listeners=listeners, server=server, clusters=clusters, routes=routes,
-                    redis=redis)
+                    redis=redis, observe=observe)
     config = _apply_env(config, env, errors)
     errors.raise_if_any()
     return config

@@ -19,12 +19,13 @@ import traceback
 
 from fastgw import __version__
 from fastgw.config.model import Config
+from fastgw.observe.metrics import create_metrics, render_prometheus
 from fastgw.policy.ratelimit import create_table
 from fastgw.proxy.gateway import setup_logging
 
 log = logging.getLogger("fastgw")
 
-WATCHED = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+WATCHED = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1}
 # A worker that dies sooner than this after its start is restarted after a pause,
 # so a worker that can't start doesn't become a fork loop.
 QUICK_DEATH = 1.0
@@ -47,7 +48,8 @@ def serve(config: Config) -> int:
     workers = config.server.workers or os.cpu_count() or 1
     # Shared memory every worker must map: created once, here, before the forks.
     limit_table = create_table(config)
-    return Master(config, sockets, workers, limit_table).run()
+    metrics = create_metrics(config, workers)
+    return Master(config, sockets, workers, limit_table, metrics).run()
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -71,10 +73,11 @@ def _raise_fd_limit():
 
 
 class Master:
-    def __init__(self, config: Config, sockets, count: int, limit_table):
+    def __init__(self, config: Config, sockets, count: int, limit_table, metrics=None):
         self.config = config
         self.sockets = sockets
         self.limit_table = limit_table
+        self.metrics = metrics  # SharedMetrics or None; render_prometheus(self.metrics)
         self.count = count
         self.workers: dict[int, tuple[int, float]] = {}  # pid -> (index, started at)
         self.restart_at: dict[int, float] = {}           # index -> when to restart
@@ -97,9 +100,23 @@ class Master:
                 self._restart_due()
             elif signum in (signal.SIGTERM, signal.SIGINT):
                 return self._stop(signal.Signals(signum).name)
+            elif signum == signal.SIGUSR1:
+                self._dump_metrics()
             elif signum == signal.SIGHUP:
                 log.warning("SIGHUP ignored: hot reload is not implemented yet; "
                             "restart fastgw to apply a new config")
+
+    def _dump_metrics(self):
+        """A developer's and tests' switch until the admin listener serves
+        /metrics: SIGUSR1 writes the Prometheus text to $FASTGW_METRICS_DUMP."""
+        path = os.environ.get("FASTGW_METRICS_DUMP")
+        if not path or self.metrics is None:
+            log.warning("SIGUSR1 ignored: %s", "metrics are off" if path else "FASTGW_METRICS_DUMP is not set")
+            return
+        text = render_prometheus(self.metrics)
+        with open(path + ".tmp", "wb") as out:
+            out.write(text)
+        os.replace(path + ".tmp", path)
 
     def _spawn(self, index: int):
         pid = os.fork()
@@ -108,7 +125,7 @@ class Master:
             try:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, WATCHED)
                 from fastgw.server.worker import run_worker
-                code = run_worker(self.config, self.sockets, index, self.limit_table)
+                code = run_worker(self.config, self.sockets, index, self.limit_table, self.metrics)
             except BaseException:
                 traceback.print_exc()
             finally:

@@ -29,7 +29,7 @@ def _die_with_parent():
         pass
 
 
-def run_worker(config, sockets, index: int, limit_table=None) -> int:
+def run_worker(config, sockets, index: int, limit_table=None, metrics=None) -> int:
     _die_with_parent()
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -39,7 +39,7 @@ def run_worker(config, sockets, index: int, limit_table=None) -> int:
         profiler = cProfile.Profile()
         profiler.enable()
     try:
-        return loop.run_until_complete(_serve(loop, config, sockets, index, limit_table))
+        return loop.run_until_complete(_serve(loop, config, sockets, index, limit_table, metrics))
     finally:
         loop.close()
         if profile_to:
@@ -47,8 +47,9 @@ def run_worker(config, sockets, index: int, limit_table=None) -> int:
             profiler.dump_stats(f"{profile_to}.{index}")
 
 
-async def _serve(loop, config, sockets, index: int, limit_table) -> int:
-    gateway = Gateway(config, loop, limit_table)
+async def _serve(loop, config, sockets, index: int, limit_table, metrics) -> int:
+    # `metrics` is the master's SharedMetrics: this worker records into slot `index`.
+    gateway = Gateway(config, loop, limit_table, metrics.process(index) if metrics is not None else None)
     servers = [await loop.create_server(lambda: ClientConnection(gateway), sock=sock,
                                         backlog=BACKLOG)
                for sock in sockets]
@@ -62,6 +63,7 @@ async def _serve(loop, config, sockets, index: int, limit_table) -> int:
         loop.add_signal_handler(signum, on_stop_signal, signum)
     # The master handles SIGHUP; a worker ignores it rather than dying.
     loop.add_signal_handler(signal.SIGHUP, lambda: None)
+    loop.add_signal_handler(signal.SIGUSR1, lambda: None)  # the master's (metrics dump)
 
     signum = await stop
     deadline = loop.time() + config.server.drain_timeout
