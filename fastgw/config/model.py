@@ -30,6 +30,12 @@ DEFAULT_CB_MIN_REQUESTS = 10
 DEFAULT_CB_OPEN_FOR = 10.0
 DEFAULT_CB_HALF_OPEN_PROBES = 1
 
+# Concurrency limits (off unless a route or cluster has `concurrency:`): no
+# queue unless asked for (a full limit answers 503 at once, as Envoy's and
+# nginx's do); a queued request waits at most this long.
+DEFAULT_CONCURRENCY_MAX_QUEUE = 0
+DEFAULT_CONCURRENCY_QUEUE_TIMEOUT = 10.0
+
 DEFAULT_CLIENT_HEADER_TIMEOUT = 10.0
 DEFAULT_KEEPALIVE_TIMEOUT = 75.0
 DEFAULT_DRAIN_TIMEOUT = 30.0
@@ -107,6 +113,16 @@ class CircuitBreaker:
 
 
 @dataclass(frozen=True, slots=True)
+class Concurrency:
+    """Requests in flight at once for a route or a cluster, host-wide
+    (fastgw/_native/concurrency.pyx); beyond that up to `max_queue` wait
+    (FIFO) at most `queue_timeout` seconds, the rest get 503."""
+    max_in_flight: int
+    max_queue: int = DEFAULT_CONCURRENCY_MAX_QUEUE
+    queue_timeout: float = DEFAULT_CONCURRENCY_QUEUE_TIMEOUT
+
+
+@dataclass(frozen=True, slots=True)
 class Cluster:
     name: str
     endpoints: tuple[Endpoint, ...]
@@ -116,6 +132,7 @@ class Cluster:
     pool_idle_timeout: float = DEFAULT_POOL_IDLE_TIMEOUT
     timeouts: UpstreamTimeouts = field(default_factory=UpstreamTimeouts)
     circuit_breaker: CircuitBreaker | None = None  # None: no breaker
+    concurrency: Concurrency | None = None  # None: no limit on requests in flight
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +195,7 @@ class Route:
     response_headers: HeaderOps = field(default_factory=HeaderOps)
     timeouts: UpstreamTimeouts | None = None  # None: the cluster's
     rate_limits: tuple[RateLimit, ...] = ()   # all must allow a request
+    concurrency: Concurrency | None = None    # None: no limit on requests in flight
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ from dataclasses import replace
 from functools import partial
 
 from fastgw.config import model
+from fastgw.config.concurrency_section import CONCURRENCY_KEY_HOMES, read_concurrency
 from fastgw.config.errors import Invalid, child, item
 from fastgw.config.model import CircuitBreaker, Cluster, Endpoint, Limits, Listener, ServerSettings, UpstreamTimeouts
 from fastgw.config.reader import Section, parse_or_record
@@ -119,13 +120,14 @@ def _read_server_timeouts(timeouts: Section) -> dict[str, float]:
 
 # --- clusters --------------------------------------------------------------
 
-CLUSTER_KEYS = ("lb", "hash_on", "endpoints", "pool", "timeouts", "circuit_breaker")
+CLUSTER_KEYS = ("lb", "hash_on", "endpoints", "pool", "timeouts", "circuit_breaker", "concurrency")
 POOL_KEYS = ("max_idle", "idle_timeout")
 ENDPOINT_KEYS = ("url", "weight")
 UPSTREAM_TIMEOUT_KEYS = ("connect", "response_header", "idle", "websocket_idle")
 CLUSTER_KEY_HOMES = {
     "url": "endpoints, as a list entry", "weight": "endpoints, as a list entry",
     **dict.fromkeys(POOL_KEYS, "pool"), **dict.fromkeys(UPSTREAM_TIMEOUT_KEYS, "timeouts"),
+    **CONCURRENCY_KEY_HOMES,
 }
 CLUSTERS_HINT = "write a mapping of names to clusters, e.g. clusters: {users: {endpoints: [http://127.0.0.1:9001]}}"
 ENDPOINTS_HINT = "list the upstream servers, e.g. endpoints: [http://127.0.0.1:9001]"
@@ -165,6 +167,7 @@ def _read_cluster(name: str, cluster: Section) -> Cluster:
         pool_idle_timeout=pool.parse("idle_timeout", parse_duration, model.DEFAULT_POOL_IDLE_TIMEOUT),
         timeouts=read_upstream_timeouts(cluster.section("timeouts", UPSTREAM_TIMEOUT_KEYS), UpstreamTimeouts()),
         circuit_breaker=_read_circuit_breaker(cluster) if "circuit_breaker" in cluster.raw else None,
+        concurrency=read_concurrency(cluster),
     )
 
 

@@ -15,6 +15,7 @@ from fastgw._native.deadlines import Deadlines
 from fastgw._native.headers import HeaderRewrite, RequestIds
 from fastgw._native.proxy import GatewayCore, RoutePlan
 from fastgw.config.model import Config, Route
+from fastgw.policy.concurrency import build_stages
 from fastgw.policy.ratelimit import build_limiters
 from fastgw.proxy.routing import RouteTable
 from fastgw.upstream.pool import ClusterRuntime
@@ -66,11 +67,13 @@ class Gateway(GatewayCore):
         self.allowed_methods = self.routes.allowed_methods
         self.clusters = {name: ClusterRuntime(loop, c, settings.trusted_proxies) for name, c in config.clusters.items()}
         limiters = build_limiters(config, limit_table)
+        admission = build_stages(config, loop)  # concurrency limits; {} when none
         plans = [None] * (max((r.index for r in config.routes), default=-1) + 1)
         for route in config.routes:
             plan = make_route_plan(route, self.clusters[route.cluster],
                                    config.route_timeouts(route), self.routes)
             plan.limiter = limiters.get(route.index)
+            plan.admission = admission.get(route.index)
             plans[route.index] = plan
         self.plans = plans
         self.request_ids = RequestIds()

@@ -19,6 +19,7 @@ import traceback
 
 from fastgw import __version__
 from fastgw.config.model import Config
+from fastgw.policy import concurrency
 from fastgw.policy.ratelimit import create_table
 from fastgw.proxy.gateway import setup_logging
 
@@ -47,6 +48,7 @@ def serve(config: Config) -> int:
     workers = config.server.workers or os.cpu_count() or 1
     # Shared memory every worker must map: created once, here, before the forks.
     limit_table = create_table(config)
+    concurrency.create_table(config, workers)  # inherited by the forks (fastgw/policy/concurrency.py)
     return Master(config, sockets, workers, limit_table).run()
 
 
