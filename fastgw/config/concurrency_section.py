@@ -29,15 +29,17 @@ def read_concurrency(parent: Section) -> Concurrency | None:
     section = parent.section("concurrency", CONCURRENCY_KEYS, hint=CONCURRENCY_HINT)
     max_in_flight = section.require("max_in_flight", partial(parse_int, minimum=1, example=4), None,
                                     "say how many requests may be in flight at once, e.g. max_in_flight: 4")
-    max_queue = section.parse("max_queue", partial(parse_int, minimum=0, example=16),
-                              model.DEFAULT_CONCURRENCY_MAX_QUEUE)
+    max_queue = section.parse("max_queue", partial(parse_int, minimum=0, example=16), None)
     queue_timeout = section.parse("queue_timeout", parse_duration, model.DEFAULT_CONCURRENCY_QUEUE_TIMEOUT)
-    if section.has("queue_timeout") and section.has("max_queue") and max_queue == 0:
-        section.errors.add(section.path("queue_timeout"), "only used when max_queue is above 0",
-                           "with max_queue: 0 nothing waits; set max_queue, e.g. 16, or remove queue_timeout")
-    elif section.has("queue_timeout") and not section.has("max_queue"):
-        section.errors.add(section.path("queue_timeout"), "only used with max_queue",
-                           "add max_queue, e.g. 16, so requests wait for a slot, or remove queue_timeout")
+    if section.has("queue_timeout"):
+        if not section.has("max_queue"):
+            section.errors.add(section.path("queue_timeout"), "only used with max_queue",
+                               "add max_queue, e.g. 16, so requests wait for a slot, or remove queue_timeout")
+        elif max_queue == 0:  # (an invalid max_queue was reported already)
+            section.errors.add(section.path("queue_timeout"), "only used when max_queue is above 0",
+                               "with max_queue: 0 nothing waits; set max_queue, e.g. 16, or remove queue_timeout")
+    if max_queue is None:
+        max_queue = model.DEFAULT_CONCURRENCY_MAX_QUEUE
     if max_in_flight is None:
         return None
     return Concurrency(max_in_flight=max_in_flight, max_queue=max_queue, queue_timeout=queue_timeout)

@@ -84,10 +84,3 @@ def build_stages(config: Config, loop, table: SlotTable | None = None) -> dict[i
             by_route[route.index] = chain
     return by_route
 
-
-def describe(limit: Concurrency) -> str:
-    """One line for `fastgw routes`."""
-    if not limit.max_queue:
-        return f"{limit.max_in_flight} in flight; no queue (503 concurrency_limited when full)"
-    return (f"{limit.max_in_flight} in flight; then up to {limit.max_queue} wait (FIFO) "
-            f"at most {limit.queue_timeout:g}s (503 queue_full / queue_timeout)")

@@ -9,14 +9,14 @@ so "at most N in flight" is observed where it matters."""
 from __future__ import annotations
 
 import os
-import socket
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from websockets.sync.client import connect
 
-from support import RawClient, assert_gateway_error, cluster, http_request, route, simple_config
+from support import RawClient, assert_gateway_error, cluster, http_request, port_accepts, route, simple_config
 
 
 def limited(upstream_url: str, **concurrency) -> dict:
@@ -246,3 +246,23 @@ def test_a_websocket_tunnel_gives_its_slot_back_at_the_upgrade(ws_upstream, gate
         with connect(f"ws://127.0.0.1:{gw.port}/ws/two", proxy=None, open_timeout=5, close_timeout=5) as second:
             second.send("again")
             assert second.recv(timeout=5) == "again"
+
+
+@pytest.mark.timeout(60)
+def test_slots_of_a_killed_worker_come_back(upstream, gateway_factory):
+    gw = gateway_factory(limited(upstream.url, max_in_flight=1))
+    (worker,) = gw.wait_children(1)
+    with hold(gw.port, "/hang"):
+        upstream.wait_mark("hang-received")
+        os.kill(worker, signal.SIGKILL)  # dies holding the only slot
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        replacements = [pid for pid in gw.children() if pid != worker]
+        if replacements and port_accepts(gw.port):
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the master did not restart the worker")
+    # The replacement took over the dead worker's row and zeroed it.
+    resp = http_request(gw.port, "GET", "/echo/after-crash")
+    assert resp.status == 200, resp.describe()
