@@ -171,15 +171,13 @@ cdef class SlotTable:
         cdef uint32_t pid = <uint32_t>getpid()
         cdef uint32_t owner
         cdef long r
+        if self.own >= 0 and self.pid == pid:
+            return self.own  # claimed already by this process
         self.pid = pid
         for r in range(self.rows):
             owner = cc_owner(&self.owners[r])
-            if owner == pid:
-                self.own = r
-                return r
-        for r in range(self.rows):
-            owner = cc_owner(&self.owners[r])
-            if owner == 0 or cc_dead(owner):
+            # A row marked with our own pid is a dead process's whose pid we reuse.
+            if owner == 0 or owner == pid or cc_dead(owner):
                 if cc_cas_owner(&self.owners[r], owner, pid):
                     self._zero_row(r)
                     self.own = r
@@ -400,7 +398,8 @@ cdef class ConcurrencyLimit:
                 f"{owner} has {max_in_flight} requests in flight, the most it allows", retry)
         self.timeout_error = ProxyError(
             503, "queue_timeout",
-            f"waited {queue_timeout:g}s for one of {owner}'s {max_in_flight} request slots", retry)
+            f"no request slot of {owner} ({max_in_flight} in flight at most) came free "
+            f"within {queue_timeout:g}s", retry)
 
     def admit(self, exchange):
         cdef int64_t ticket = 0

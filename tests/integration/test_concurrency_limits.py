@@ -82,7 +82,7 @@ def test_full_queue_answers_503_queue_full_at_once(upstream, gateway_factory):
     with hold(gw.port, "/slow/first?delay=1.5") as first:
         upstream.wait_mark("slow-received")
         with hold(gw.port, "/echo/queued") as queued:
-            time.sleep(0.2)  # it is in the queue now
+            time.sleep(0.4)  # it is in the queue now
             start = time.monotonic()
             resp = http_request(gw.port, "GET", "/echo/third")
             assert time.monotonic() - start < 0.5
@@ -113,12 +113,12 @@ def test_queue_timeout_answers_503_after_the_timeout(upstream, gateway_factory):
 @pytest.mark.timeout(30)
 def test_a_client_that_leaves_the_queue_frees_its_place(upstream, gateway_factory):
     gw = gateway_factory(limited(upstream.url, max_in_flight=1, max_queue=1, queue_timeout="10s"))
-    with hold(gw.port, "/slow/first?delay=1.0") as first:
+    with hold(gw.port, "/slow/first?delay=1.5") as first:
         upstream.wait_mark("slow-received")
         leaver = hold(gw.port, "/echo/leaver")
-        time.sleep(0.2)
+        time.sleep(0.4)
         leaver.close()  # gives up while queued
-        time.sleep(0.2)
+        time.sleep(0.4)
         # Its place is free again: this one queues instead of getting queue_full.
         with hold(gw.port, "/echo/next") as nxt:
             assert first.read_response().status == 200
@@ -221,7 +221,7 @@ def test_failed_and_aborted_exchanges_give_their_slots_back(upstream, gateway_fa
             assert resp.status == 200 and not resp.complete
         with hold(gw.port, "/slow/abandoned?delay=0.5") as client:  # the client leaves mid-exchange
             upstream.wait_for(lambda: upstream.active >= 1)
-        time.sleep(0.1)
+    assert upstream.wait_for(lambda: upstream.active == 0), "abandoned requests still at the upstream"
     # Both slots are free again (none leaked), and there are still only two
     # (none released twice): two go through, a third at the same time is refused.
     with hold(gw.port, "/slow/one?delay=1") as one, hold(gw.port, "/slow/two?delay=1") as two:
