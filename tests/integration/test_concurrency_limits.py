@@ -266,3 +266,27 @@ def test_slots_of_a_killed_worker_come_back(upstream, gateway_factory):
     # The replacement took over the dead worker's row and zeroed it.
     resp = http_request(gw.port, "GET", "/echo/after-crash")
     assert resp.status == 200, resp.describe()
+
+
+@pytest.mark.timeout(60)
+def test_waiters_in_two_workers_are_served_in_one_arrival_order(upstream, gateway_factory):
+    gw = gateway_factory(limited(upstream.url, max_in_flight=1, max_queue=40, queue_timeout="30s"), workers=2)
+    workers = gw.wait_children(2)
+    assert len(workers) == 2
+    baseline = {pid: client_sockets(pid) for pid in workers}
+    clients = []
+    try:
+        for i in range(10):
+            clients.append(hold(gw.port, f"/slow/{i}?delay=0.15"))
+            time.sleep(0.06)  # arrival order = ticket order (the poll is 10 ms)
+        busy = {pid: client_sockets(pid) - baseline[pid] for pid in workers}
+        assert all(extra > 0 for extra in busy.values()), f"connections did not reach both workers: {busy}"
+        statuses = [client.read_response().status for client in clients]
+    finally:
+        for client in clients:
+            client.close()
+    assert statuses == [200] * 10
+    # One queue for the host: a waiter is never overtaken by a later one,
+    # whichever worker either of them is on.
+    assert [r.path for r in upstream.requests] == [f"/slow/{i}" for i in range(10)]
+    assert upstream.peak_active == 1
