@@ -16,7 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from websockets.sync.client import connect
 
-from support import RawClient, assert_gateway_error, cluster, http_request, port_accepts, route, simple_config
+from support import (RawClient, assert_gateway_error, cluster, free_port, http_request, port_accepts, route,
+                     simple_config)
 
 
 def limited(upstream_url: str, **concurrency) -> dict:
@@ -290,3 +291,22 @@ def test_waiters_in_two_workers_are_served_in_one_arrival_order(upstream, gatewa
     # whichever worker either of them is on.
     assert [r.path for r in upstream.requests] == [f"/slow/{i}" for i in range(10)]
     assert upstream.peak_active == 1
+
+
+@pytest.mark.timeout(60)
+def test_a_retried_request_holds_one_slot_through_its_tries(upstream, gateway_factory):
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: connect refused, then retried
+    config = {
+        "clusters": {"main": cluster(dead, upstream.url, concurrency={"max_in_flight": 1})},
+        "routes": [route("all", "main", prefix="/")],
+    }
+    gw = gateway_factory(config)
+    for i in range(6):  # round robin: every other first try goes to the dead endpoint
+        resp = http_request(gw.port, "GET", f"/echo/{i}")
+        assert resp.status == 200, resp.describe()
+    # Exactly one slot still: taken once per request whatever its tries, given back once.
+    with hold(gw.port, "/slow/held?delay=1") as held:
+        upstream.wait_for(lambda: upstream.active == 1)
+        assert_gateway_error(http_request(gw.port, "GET", "/echo/refused"), 503, "concurrency_limited")
+        assert held.read_response().status == 200
+    assert http_request(gw.port, "GET", "/echo/after").status == 200
