@@ -23,7 +23,8 @@ Starvation
     limit fills at most its own `max_in_flight` of its cluster's slots.
 
 Slots are held until the exchange ends in any way (response complete,
-aborted, client gone, refused later). A WebSocket exchange ends at the
+aborted, client gone, refused later). Retries happen inside the exchange
+(phase 5 again, not phase 4), so a retried request keeps its one slot. A WebSocket exchange ends at the
 upgrade (101): the tunnel that follows holds no slot, since a limit on
 requests in flight must not be used up by sockets that live for hours.
 
