@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from fastgw import __version__
 from fastgw.config import Config, ConfigError, from_command_line, load, with_workers
 from fastgw.config.errors import Invalid
-from fastgw.config.model import CircuitBreaker, HeaderOps, RateLimit, Route
+from fastgw.config.model import CircuitBreaker, Cluster, Concurrency, HeaderOps, RateLimit, Route
 from fastgw.config.schema import format_address, parse_duration, parse_workers, percent_encode_path
 
 if TYPE_CHECKING:  # the real import is deferred: it needs the native router
@@ -230,6 +230,25 @@ def _print_route(config: Config, route: Route, params: Params, method: str, upst
           f"idle {_seconds(timeouts.idle)}, websocket_idle {_seconds(timeouts.websocket_idle)} ({source})")
     _print_rate_limits(route.rate_limits)
     print(f"retries:  {_describe_retries(route.retries, cluster.retry_budget, method)}")
+    _print_concurrency(route, cluster)
+
+
+def _print_concurrency(route: Route, cluster: Cluster) -> None:
+    limits = [(f"route {route.name}", route.concurrency), (f"cluster {cluster.name}", cluster.concurrency)]
+    limits = [(owner, limit) for owner, limit in limits if limit is not None]
+    if not limits:
+        print("concurrency: no limit")
+        return
+    print("concurrency: (host-wide, all workers; the route's slot first, then the cluster's)")
+    for owner, limit in limits:
+        print(f"            {owner}: {_describe_concurrency(limit)}")
+
+
+def _describe_concurrency(limit: Concurrency) -> str:
+    if not limit.max_queue:
+        return f"{limit.max_in_flight} in flight, no queue (503 concurrency_limited when full)"
+    return (f"{limit.max_in_flight} in flight, then up to {limit.max_queue} wait in order for at most "
+            f"{_seconds(limit.queue_timeout)} (503 queue_full, queue_timeout)")
 
 
 # The methods a retry may repeat after the request reached the upstream (as

@@ -40,6 +40,12 @@ DEFAULT_RETRY_BACKOFF_MAX = 0.25
 DEFAULT_RETRY_BUDGET_RATIO = 0.2
 DEFAULT_RETRY_BUDGET_MIN = 3
 
+# Concurrency limits (off unless a route or cluster has `concurrency:`): no
+# queue unless asked for (a full limit answers 503 at once, as Envoy's and
+# nginx's do); a queued request waits at most this long.
+DEFAULT_CONCURRENCY_MAX_QUEUE = 0
+DEFAULT_CONCURRENCY_QUEUE_TIMEOUT = 10.0
+
 DEFAULT_CLIENT_HEADER_TIMEOUT = 10.0
 DEFAULT_KEEPALIVE_TIMEOUT = 75.0
 DEFAULT_DRAIN_TIMEOUT = 30.0
@@ -131,6 +137,16 @@ class RetryBudget:
 
 
 @dataclass(frozen=True, slots=True)
+class Concurrency:
+    """Requests in flight at once for a route or a cluster, host-wide
+    (fastgw/_native/concurrency.pyx); beyond that up to `max_queue` wait
+    (FIFO) at most `queue_timeout` seconds, the rest get 503."""
+    max_in_flight: int
+    max_queue: int = DEFAULT_CONCURRENCY_MAX_QUEUE
+    queue_timeout: float = DEFAULT_CONCURRENCY_QUEUE_TIMEOUT
+
+
+@dataclass(frozen=True, slots=True)
 class Cluster:
     name: str
     endpoints: tuple[Endpoint, ...]
@@ -147,6 +163,7 @@ class Cluster:
     panic_threshold: float = 0.0  # percent; 0: no panic mode (no healthy endpoint -> 503)
     dns: DnsDiscovery | None = None              # endpoints from DNS (then `endpoints` is empty at load)
     endpoints_file: EndpointsFile | None = None  # endpoints from a watched file (read once at load too)
+    concurrency: Concurrency | None = None  # None: no limit on requests in flight
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +248,7 @@ class Route:
     timeouts: UpstreamTimeouts | None = None  # None: the cluster's
     rate_limits: tuple[RateLimit, ...] = ()   # all must allow a request
     retries: RetryPolicy = field(default_factory=RetryPolicy)
+    concurrency: Concurrency | None = None    # None: no limit on requests in flight
 
 
 @dataclass(frozen=True, slots=True)

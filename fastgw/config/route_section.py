@@ -5,6 +5,7 @@ import math
 from dataclasses import dataclass
 from functools import partial
 
+from fastgw.config.concurrency_section import CONCURRENCY_KEY_HOMES, read_concurrency
 from fastgw.config.errors import ErrorList, Invalid, item
 from fastgw.config.model import Cluster, HeaderOps, RateLimit, Route, RouteMatch, UpstreamTimeouts
 from fastgw.config.reader import Section, parse_or_record
@@ -17,7 +18,7 @@ from fastgw.config.retry_section import read_retries
 from fastgw.config.sections import UPSTREAM_TIMEOUT_KEYS, read_upstream_timeouts
 
 ROUTE_KEYS = ("name", "match", "cluster", "strip_prefix", "rewrite_path",
-              "request_headers", "response_headers", "timeouts", "rate_limits", "retries")
+              "request_headers", "response_headers", "timeouts", "rate_limits", "retries", "concurrency")
 MATCH_KEYS = ("host", "path", "prefix", "methods")
 HEADER_OP_KEYS = ("add", "set", "remove")
 RATE_LIMIT_KEYS = ("key", "rate", "burst", "algorithm", "scope")
@@ -26,6 +27,7 @@ ROUTE_KEY_HOMES = {
     **dict.fromkeys(MATCH_KEYS, "match"),
     **dict.fromkeys(HEADER_OP_KEYS, "request_headers or response_headers"),
     **dict.fromkeys(UPSTREAM_TIMEOUT_KEYS, "timeouts"),
+    **CONCURRENCY_KEY_HOMES,
 }
 
 ROUTES_HINT = "write a list of routes, e.g. routes: [{match: {prefix: /}, cluster: NAME}]"
@@ -71,12 +73,14 @@ def _read_route(route: Section, index: int, clusters: dict[str, Cluster]) -> Rou
     timeouts = _read_route_timeouts(route, clusters.get(cluster))
     rate_limits = _read_rate_limits(route)
     retries = read_retries(route)
+    concurrency = read_concurrency(route)
     if matched.match is None:
         return None
     return Route(name=name, index=index, match=matched.match, cluster=cluster,
                  strip_prefix=strip_prefix, rewrite_path=rewrite_path,
                  request_headers=request_headers, response_headers=response_headers,
-                 timeouts=timeouts, rate_limits=rate_limits, retries=retries)
+                 timeouts=timeouts, rate_limits=rate_limits, retries=retries,
+                 concurrency=concurrency)
 
 
 def _parse_cluster_ref(value: object, clusters: dict[str, Cluster]) -> str:

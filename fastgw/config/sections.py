@@ -5,6 +5,7 @@ from dataclasses import replace
 from functools import partial
 
 from fastgw.config import model
+from fastgw.config.concurrency_section import CONCURRENCY_KEY_HOMES, read_concurrency
 from fastgw.config.errors import Invalid, child, item
 from fastgw.config.health_section import DISCOVERY_KEYS, HEALTH_KEYS, read_discovery, read_health
 from fastgw.config.model import CircuitBreaker, Cluster, Endpoint, Limits, Listener, ServerSettings, UpstreamTimeouts
@@ -122,13 +123,14 @@ def _read_server_timeouts(timeouts: Section) -> dict[str, float]:
 # --- clusters --------------------------------------------------------------
 
 CLUSTER_KEYS = ("lb", "hash_on", "endpoints", "pool", "timeouts", "circuit_breaker", "retry_budget",
-                *HEALTH_KEYS, *DISCOVERY_KEYS)
+                "concurrency", *HEALTH_KEYS, *DISCOVERY_KEYS)
 POOL_KEYS = ("max_idle", "idle_timeout")
 ENDPOINT_KEYS = ("url", "weight")
 UPSTREAM_TIMEOUT_KEYS = ("connect", "response_header", "idle", "websocket_idle")
 CLUSTER_KEY_HOMES = {
     "url": "endpoints, as a list entry", "weight": "endpoints, as a list entry",
     **dict.fromkeys(POOL_KEYS, "pool"), **dict.fromkeys(UPSTREAM_TIMEOUT_KEYS, "timeouts"),
+    **CONCURRENCY_KEY_HOMES,
 }
 CLUSTERS_HINT = "write a mapping of names to clusters, e.g. clusters: {users: {endpoints: [http://127.0.0.1:9001]}}"
 ENDPOINTS_HINT = "list the upstream servers, e.g. endpoints: [http://127.0.0.1:9001]"
@@ -171,6 +173,7 @@ def _read_cluster(name: str, cluster: Section) -> Cluster:
         retry_budget=read_retry_budget(cluster),
         **read_health(cluster),
         **discovery,
+        concurrency=read_concurrency(cluster),
     )
 
 

@@ -17,6 +17,7 @@ from fastgw._native.proxy import GatewayCore, RoutePlan
 from fastgw.config.model import Config, Route
 from fastgw.observe.access_log import make_access_log
 from fastgw.observe.otel import Observers, make_span_export
+from fastgw.policy.concurrency import build_stages as build_concurrency_stages
 from fastgw.policy.ratelimit import build_limiters
 from fastgw.policy.retry import make_retry_rule
 from fastgw.proxy.routing import RouteTable
@@ -82,14 +83,18 @@ class Gateway(GatewayCore):
         if any(limit.scope == "redis" for route in config.routes for limit in route.rate_limits):
             from fastgw.policy.redis_limit import build_stages  # here: hiredis is optional (fastgw[redis])
             self.redis, self.redis_stages = build_stages(config, loop)
+        concurrency_stages = build_concurrency_stages(config, loop)  # route.index -> stages; {} when none
         plans = [None] * (max((r.index for r in config.routes), default=-1) + 1)
         for route in config.routes:
             plan = make_route_plan(route, self.clusters[route.cluster],
                                    config.route_timeouts(route), self.routes)
             plan.limiter = limiters.get(route.index)
+            # Redis limits before concurrency slots: a request waiting on Redis
+            # must not hold a slot meanwhile (route slot before cluster slot).
             stages = []
             if route.index in self.redis_stages:
                 stages.append(self.redis_stages[route.index])
+            stages.extend(concurrency_stages.get(route.index) or ())
             plan.admission = tuple(stages) or None
             plan.index = metrics.route_block(route.name) if metrics is not None else 0
             plans[route.index] = plan

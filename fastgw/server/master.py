@@ -20,6 +20,7 @@ import traceback
 from fastgw import __version__
 from fastgw.config.model import Config
 from fastgw.observe.metrics import create_metrics, render_prometheus
+from fastgw.policy import concurrency
 from fastgw.policy.ratelimit import create_table
 from fastgw.proxy.gateway import setup_logging
 
@@ -49,6 +50,7 @@ def serve(config: Config) -> int:
     # Shared memory every worker must map: created once, here, before the forks.
     limit_table = create_table(config)
     metrics = create_metrics(config, workers)
+    concurrency.create_table(config, workers)  # inherited by the forks (fastgw/policy/concurrency.py)
     return Master(config, sockets, workers, limit_table, metrics).run()
 
 

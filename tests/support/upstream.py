@@ -31,7 +31,9 @@ saw, and answers according to the first segment of the request path:
                     answering], or &action=reset (close, no byte) or
                     &action=hang (never answer)
 
-Each server runs its own asyncio loop in its own thread; tests read the
+`active` counts the requests being answered at this moment (from the head's
+arrival to the end of the response or the connection) and `peak_active` the
+most at once. Each server runs its own asyncio loop in its own thread; tests read the
 records directly (same process) and wait on them with `wait_for`.
 """
 from __future__ import annotations
@@ -139,6 +141,10 @@ class UpstreamServer:
         self.connections: list[ConnRecord] = []
         self.violations: list[str] = []            # protocol errors in what fastgw sent
         self.marks: list[Mark] = []
+        # Requests being answered right now (head received, response not yet
+        # all sent) and the most there ever were at once.
+        self.active = 0
+        self.peak_active = 0
         self._cond = threading.Condition()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -398,7 +404,11 @@ class _Session:
                 raw_head = bytes(self.head_acc[:head_len])
                 self.head_acc = None
                 req = self._record(event, raw_head)
-                keep_going = await self.dispatch(req)
+                self._count_active(+1)
+                try:
+                    keep_going = await self.dispatch(req)
+                finally:
+                    self._count_active(-1)
                 if not keep_going:
                     self.close_now()
                     return
@@ -426,6 +436,12 @@ class _Session:
         except h11.LocalProtocolError as exc:
             # Our own misuse of h11 (a harness bug): make it loud.
             self._violation(f"harness upstream bug: {exc!r}")
+
+    def _count_active(self, delta: int) -> None:
+        with self.server._cond:
+            self.server.active += delta
+            self.server.peak_active = max(self.server.peak_active, self.server.active)
+            self.server._cond.notify_all()
 
     def _abort(self, why: str) -> None:
         with self.server._cond:
