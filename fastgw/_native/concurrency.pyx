@@ -287,7 +287,15 @@ cdef class SlotTable:
         readers sum under the lock and see either value."""
         cc_add(&self._row(rec, self.own).in_flight, -1)
 
-    # -- Python access (tests, diagnostics) -------------------------------------
+    # -- Python access (tests, diagnostics, metrics) ---------------------------
+    def own_counts(self, long rec):
+        """(in flight, queued) in this process's row: what this worker adds to
+        the host-wide figures (the metrics sum the workers' values)."""
+        if self.own < 0:
+            return (0, 0)
+        cdef Row *row = self._row(rec, self.own)
+        return (cc_load(&row.in_flight), cc_load(&row.queued))
+
     def in_flight(self, long rec):
         """Slots taken host-wide."""
         cdef int64_t total = 0
@@ -402,6 +410,10 @@ cdef class ConcurrencyLimit:
             503, "queue_timeout",
             f"no request slot of {owner} ({max_in_flight} in flight at most) came free "
             f"within {queue_timeout:g}s", retry)
+
+    def own_counts(self):
+        """(in flight, queued) of this limit in this worker's row (metrics)."""
+        return self.table.own_counts(self.record)
 
     def admit(self, exchange):
         cdef int64_t ticket = 0

@@ -902,6 +902,7 @@ cdef class Exchange(Timed):
         self.failed_pool = self.pool
         self.outcome = OUTCOME_OK
         self.retries += 1
+        self.plan.cluster.retry_budget.sent += 1
         if not nothing_sent:
             self.pending_out = list(self.sent)
             self.pending_bytes = self.sent_bytes

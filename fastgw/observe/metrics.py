@@ -494,3 +494,8 @@ def render_prometheus(shared: SharedMetrics) -> bytes:
                        value / family.scale if family.scale != 1 else value)
     out.lines.append("")
     return "\n".join(out.lines).encode()
+
+
+# The policies' families (retries, ejections, health, Redis, concurrency)
+# register themselves in FAMILY_SOURCES; imported last because it uses Family.
+from fastgw.observe import policy_metrics  # noqa: E402,F401

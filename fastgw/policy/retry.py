@@ -60,7 +60,7 @@ def make_retry_rule(policy: RetryPolicy) -> RetryRule | None:
 
 
 class RetryBudget:
-    __slots__ = ("ratio", "min_concurrent", "active", "granted", "refused")
+    __slots__ = ("ratio", "min_concurrent", "active", "granted", "refused", "sent")
 
     def __init__(self, config: RetryBudgetConfig):
         self.ratio = config.ratio
@@ -68,6 +68,7 @@ class RetryBudget:
         self.active = 0      # exchanges retrying now
         self.granted = 0     # first retries allowed, ever
         self.refused = 0     # retries refused by the budget, ever
+        self.sent = 0        # retries scheduled, ever (each try after the first)
 
     def acquire(self, pools) -> bool:
         in_flight = 0

@@ -17,6 +17,7 @@ from fastgw._native.proxy import GatewayCore, RoutePlan
 from fastgw.config.model import Config, Route
 from fastgw.observe.access_log import make_access_log
 from fastgw.observe.otel import Observers, make_span_export
+from fastgw.observe.policy_metrics import PolicyMetrics
 from fastgw.policy.concurrency import build_stages as build_concurrency_stages
 from fastgw.policy.ratelimit import build_limiters
 from fastgw.policy.retry import make_retry_rule
@@ -108,6 +109,7 @@ class Gateway(GatewayCore):
             for name, cluster in self.clusters.items():
                 for pool in cluster.pools:
                     pool.metrics_index = metrics.endpoint_index(name, pool.endpoint.address)
+        self.policy_metrics = PolicyMetrics(metrics, self) if metrics is not None else None
         # What sees each finished exchange: the access log, span export, both or neither.
         observers = [o for o in (make_access_log(config.observe.access_log, loop),
                                  make_span_export(config.observe.tracing.export)) if o is not None]
@@ -124,6 +126,7 @@ class Gateway(GatewayCore):
                 pool.sweep(now)
         if self.process_metrics is not None:
             self.process_metrics.sample(self.clusters)  # pool and breaker gauges
+            self.policy_metrics.sample()  # retries, ejections, health, Redis, concurrency
         self._sweeper = self.loop.call_later(POOL_SWEEP_INTERVAL, self._sweep_pools)
 
     # -- accounting the connections use ---------------------------------------

@@ -69,7 +69,7 @@ class OutlierDetector:
     """One cluster's ejections in one worker. Endpoints are keys (the
     cluster's pools); `add`/`remove` follow discovery."""
 
-    __slots__ = ("config", "name", "clock", "records", "ejected")
+    __slots__ = ("config", "name", "clock", "records", "ejected", "ejections_total")
 
     def __init__(self, config, cluster_name: str, clock=time.monotonic):
         self.config = config
@@ -77,6 +77,7 @@ class OutlierDetector:
         self.clock = clock
         self.records: dict[object, _Record] = {}
         self.ejected = 0
+        self.ejections_total = 0    # ejections ever (metrics)
 
     def add(self, endpoint) -> None:
         self.records.setdefault(endpoint, _Record())
@@ -122,6 +123,7 @@ class OutlierDetector:
         record.ejected_until = now + seconds
         record.errors_5xx = record.errors_connect = 0
         self.ejected += 1
+        self.ejections_total += 1
         log.warning("outlier detection: cluster '%s' endpoint %s ejected for %gs (%s; ejection %d; this worker)",
                     self.name, _address(endpoint), seconds, reason, record.ejections)
         return True
