@@ -11,8 +11,9 @@ from dataclasses import replace
 
 import yaml
 
+from fastgw.config.admin_section import read_admin
 from fastgw.config.errors import ConfigError, ErrorList
-from fastgw.config.model import Cluster, Config, Endpoint, Listener, Route, RouteMatch, ServerSettings, UpstreamTimeouts
+from fastgw.config.model import AdminSettings, Cluster, Config, Endpoint, Listener, Route, RouteMatch, ServerSettings, UpstreamTimeouts
 from fastgw.config.reader import Section, parse_or_record
 from fastgw.config.route_section import read_routes
 from fastgw.config.schema import describe, parse_address, parse_duration, parse_endpoint_url, parse_workers
@@ -47,7 +48,9 @@ def build(document: object, errors: ErrorList, env: Mapping[str, str]) -> Config
     server = read_server(top)
     clusters = read_clusters(top)
     routes = read_routes(top, clusters)
-    config = Config(source=errors.source, listeners=listeners, server=server, clusters=clusters, routes=routes)
+    admin = read_admin(top, listeners, clusters, env)
+    config = Config(source=errors.source, listeners=listeners, server=server, clusters=clusters, routes=routes,
+                    admin=admin)
     config = _apply_env(config, env, errors)
     errors.raise_if_any()
     return config
@@ -169,6 +172,8 @@ def from_command_line(
         server=ServerSettings(workers=worker_count),
         clusters={"default": cluster},
         routes=(Route(name="default", index=0, match=RouteMatch(prefix="/"), cluster="default"),),
+        # Quick-start mode: no admin listener (and no file to reload).
+        admin=AdminSettings(enabled=False),
     )
 
 

@@ -29,9 +29,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
 
-# Defaults every test config gets unless it says otherwise: a short drain so
-# teardown never waits long on a connection a test left hanging.
-DEFAULT_SERVER = {"timeouts": {"drain": "5s"}}
+# Defaults every test config gets unless it says otherwise: a short drain and
+# no drain delay, so teardown never waits long on a connection a test left
+# hanging; the admin listener on a free port (gateways run side by side).
+DEFAULT_SERVER = {"timeouts": {"drain": "5s", "drain_delay": "0s"}}
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -129,7 +130,9 @@ class Gateway:
         self.workdir = Path(workdir)
         self.workers = workers
         self.port = free_port()
-        self.config = _merge({"server": DEFAULT_SERVER}, config)
+        self.admin_port = free_port()
+        self.config = _merge({"server": DEFAULT_SERVER,
+                              "admin": {"address": f"127.0.0.1:{self.admin_port}"}}, config)
         self.config["listeners"] = [{"name": "test", "address": f"127.0.0.1:{self.port}"}]
         self.config_path = self.workdir / f"{self.name}.yaml"
         self.stdout_path = self.workdir / f"{self.name}.stdout"
@@ -143,6 +146,17 @@ class Gateway:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def write_config(self, config: dict) -> None:
+        """Replace the config file (for a reload), keeping the listeners and
+        harness defaults as start() wrote them."""
+        merged = _merge({"server": DEFAULT_SERVER, "admin": self.config["admin"]}, config)
+        merged["listeners"] = self.config["listeners"]
+        self.config_path.write_text(yaml.safe_dump(merged, sort_keys=False))
 
     @property
     def pid(self) -> int:
