@@ -88,7 +88,7 @@ async def health(config, clusters: list[dict], prober: EndpointProber, draining:
         "status": status,
         "draining": draining,
         "latency_ms": round((time.monotonic() - started) * 1000, 3),
-        "components": [{"name": f"cluster:{c['name']}", **c} for c in components],
+        "components": components,
     }
     return (503 if status == "unhealthy" else 200), body
 

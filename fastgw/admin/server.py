@@ -2,12 +2,11 @@
 for why there). A small keep-alive HTTP/1.1 server on httptools, one request
 at a time per connection, JSON answers; nothing here is on the proxy path.
 
-Adding an endpoint is one entry in `AdminServer.routes` (and its description
-in openapi.json; tests/integration/test_admin_api.py checks the two match):
+Adding an endpoint is one entry in `ENDPOINTS` naming an `AdminServer`
+method `async def handler(self, request) -> Reply` (and its description in
+openapi.json; tests/integration/test_admin_api.py checks the two match), e.g.
 
-    server.routes[("GET", "/metrics")] = Endpoint(handler, open=False)
-
-A handler is `async def handler(request) -> Reply`.
+    ("GET", "/metrics"): ("metrics", False),
 """
 from __future__ import annotations
 
@@ -17,6 +16,7 @@ import logging
 import os
 import signal
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Awaitable, Callable
@@ -45,6 +45,7 @@ class Reply:
     status: int
     body: object                              # JSON-able, or bytes sent as they are
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    content_type: bytes = JSON                # e.g. b"text/plain; version=0.0.4" for /metrics
 
 
 @dataclass
@@ -58,6 +59,20 @@ class Request:
 class Endpoint:
     handler: Callable[[Request], Awaitable[Reply]]
     open: bool = False  # True: answered without the token (probes)
+
+
+# (method, path) -> (handler method, answered without the token)
+ENDPOINTS = {
+    ("GET", "/livez"): ("livez", True),
+    ("GET", "/readyz"): ("readyz", True),
+    ("GET", "/health"): ("health", True),
+    ("GET", "/config"): ("show_config", False),
+    ("GET", "/routes"): ("show_routes", False),
+    ("GET", "/clusters"): ("show_clusters", False),
+    ("GET", "/openapi.json"): ("openapi", False),
+    ("POST", "/reload"): ("reload", False),
+    ("POST", "/drain"): ("drain_gateway", False),
+}
 
 
 def error_reply(status: int, code: str, message: str, **extra) -> Reply:
@@ -75,16 +90,7 @@ class AdminServer:
         self.prober = EndpointProber(self.loop)
         self.connections: set[AdminConnection] = set()
         self.routes: dict[tuple[str, str], Endpoint] = {
-            ("GET", "/livez"): Endpoint(self.livez, open=True),
-            ("GET", "/readyz"): Endpoint(self.readyz, open=True),
-            ("GET", "/health"): Endpoint(self.health, open=True),
-            ("GET", "/config"): Endpoint(self.show_config),
-            ("GET", "/routes"): Endpoint(self.show_routes),
-            ("GET", "/clusters"): Endpoint(self.show_clusters),
-            ("GET", "/openapi.json"): Endpoint(self.openapi),
-            ("POST", "/reload"): Endpoint(self.reload),
-            ("POST", "/drain"): Endpoint(self.drain_gateway),
-        }
+            key: Endpoint(getattr(self, name), open=is_open) for key, (name, is_open) in ENDPOINTS.items()}
 
     def connection(self) -> AdminConnection:
         return AdminConnection(self)
@@ -232,6 +238,7 @@ class AdminConnection(asyncio.Protocol):
         self.busy = False
         self.closed = False
         self.idle_timer = None
+        self.queue: deque[tuple[Request, bool]] = deque()
 
     # -- asyncio ----------------------------------------------------------------------
     def connection_made(self, transport):
@@ -282,13 +289,13 @@ class AdminConnection(asyncio.Protocol):
     def on_message_complete(self):
         if self.closed:
             return
-        self.busy = True
-        self.transport.pause_reading()  # one request at a time
         method = self.parser.get_method().decode("ascii", "replace")
         path = httptools.parse_url(self.url).path.decode("utf-8", "replace")
-        keep_alive = self.parser.should_keep_alive()
-        request = Request(method, path, self.headers)
-        self.server.loop.create_task(self._answer(request, keep_alive))
+        self.queue.append((Request(method, path, self.headers), self.parser.should_keep_alive()))
+        if not self.busy:
+            self.busy = True
+            self.transport.pause_reading()  # pipelined requests already read wait in the queue
+            self.server.loop.create_task(self._answer_queued())
 
     def _count_head(self, size: int):
         self.head_bytes += size
@@ -297,29 +304,34 @@ class AdminConnection(asyncio.Protocol):
             raise httptools.HttpParserError("head too large")
 
     # -- answering ------------------------------------------------------------------------
-    async def _answer(self, request: Request, keep_alive: bool):
-        try:
-            reply = await self.server.dispatch(request)
-        except Exception as error:
-            log.exception("admin API: %s %s failed", request.method, request.path)
-            reply = error_reply(500, "internal_error", f"internal error: {error!r}")
-        if self.closed:
-            return
-        # A worker that is draining or retiring hands its clients on: a new
-        # connection reaches a worker of the current generation.
-        keep_alive = keep_alive and self.server.worker.mode is None
-        self._send(reply, keep_alive)
+    async def _answer_queued(self):
+        """Answer the queued requests in order, one at a time."""
+        while self.queue and not self.closed:
+            request, keep_alive = self.queue.popleft()
+            try:
+                reply = await self.server.dispatch(request)
+            except Exception as error:
+                log.exception("admin API: %s %s failed", request.method, request.path)
+                reply = error_reply(500, "internal_error", f"internal error: {error!r}")
+            if self.closed:
+                return
+            # A worker that is draining or retiring hands its clients on: a new
+            # connection reaches a worker of the current generation.
+            keep_alive = keep_alive and self.server.worker.mode is None
+            self._send(reply, keep_alive)
+            if not keep_alive:
+                self.transport.close()
+                self.closed = True
+                return
         self.busy = False
-        if keep_alive:
+        if not self.closed:
             self.transport.resume_reading()
             self._arm_idle()
-        else:
-            self.transport.close()
 
     def _send(self, reply: Reply, keep_alive: bool):
         body = reply.body if isinstance(reply.body, bytes) else orjson.dumps(reply.body, option=orjson.OPT_INDENT_2)
         lines = [b"HTTP/1.1 %d %s" % (reply.status, _REASONS.get(reply.status, b"Unknown")),
-                 b"Content-Type: " + JSON,
+                 b"Content-Type: " + reply.content_type,
                  b"Content-Length: %d" % len(body),
                  b"Cache-Control: no-store",
                  b"Connection: " + (b"keep-alive" if keep_alive else b"close")]

@@ -18,8 +18,11 @@ Generations and hot reload
     keep their socket (the same kernel accept queue, so no connection is
     refused), new addresses are bound first (a bind failure fails the
     reload), the new workers are forked and must report ready, then the old
-    generation is told to retire (SIGUSR2): it stops accepting at once,
-    answers what it has in flight with `Connection: close`, and keeps open
+    generation is told to retire (SIGUSR2) and the reload counts as done once
+    its workers report they no longer accept (so a connection made after
+    `POST /reload` answered meets the new config): a retiring worker
+    stops accepting at once, answers what it has in flight with
+    `Connection: close`, and keeps open
     streams (WebSocket, SSE) until they end or its `reload_drain` deadline
     passes. Only then are removed listeners' sockets closed (the last copy
     closes with the last old worker). If a new worker dies or is not ready
@@ -70,6 +73,8 @@ RESTART_PAUSE = 1.0
 KILL_GRACE = 5.0
 # A reload's new workers must be serving within this, or the reload fails.
 READY_TIMEOUT = 15.0
+# Retiring workers confirm they stopped accepting within this (normally ms).
+RETIRE_ACK_TIMEOUT = 5.0
 
 Address = tuple[str, int]
 
@@ -325,10 +330,13 @@ class Master:
         self.board.set_generation(generation.number)
         self.restart_at.clear()  # the old generation's dead workers are not replaced now
         now = time.monotonic()
+        retiring = []
         for worker in self.workers.values():
             if worker.generation is not generation and worker.kill_at is None:
                 worker.kill_at = now + worker.generation.config.server.reload_drain + KILL_GRACE
                 _signal(worker.pid, RETIRE_SIGNAL)
+                retiring.append(worker)
+        self._wait_not_accepting(retiring)
         for address, sock in old.sockets.items():
             if address not in sockets:
                 sock.close()  # the retiring workers hold the last copies
@@ -362,8 +370,7 @@ class Master:
                 if pid not in self.workers:
                     return (f"a new worker (pid {pid}) exited before it was ready; "
                             f"see the log above for its error")
-                slot = self.board.slot(worker.slot)
-                if slot is not None and slot.pid == pid and slot.ready:
+                if self._accepting(worker):
                     del waiting[pid]
             if not waiting:
                 return None
@@ -372,6 +379,24 @@ class Master:
             signal.sigtimedwait({signal.SIGCHLD}, 0.02)
             self._reap(stopping=False)
         return None
+
+    def _wait_not_accepting(self, workers: list[WorkerProcess]):
+        """Until the retiring workers have closed their listeners, so that a
+        connection made after the reload's answer reaches the new config."""
+        deadline = time.monotonic() + RETIRE_ACK_TIMEOUT
+        waiting = list(workers)
+        while waiting and time.monotonic() < deadline:
+            waiting = [w for w in waiting if w.pid in self.workers and self._accepting(w)]
+            if waiting:
+                signal.sigtimedwait({signal.SIGCHLD}, 0.01)
+                self._reap(stopping=False)
+        for worker in waiting:
+            log.warning("worker %d (pid %d) of generation %d still accepts %gs after it was told to retire",
+                        worker.index, worker.pid, worker.generation.number, RETIRE_ACK_TIMEOUT)
+
+    def _accepting(self, worker: WorkerProcess) -> bool:
+        slot = self.board.slot(worker.slot)
+        return slot is not None and slot.pid == worker.pid and slot.ready
 
     def _wait_gone(self, workers: list[WorkerProcess]):
         deadline = time.monotonic() + KILL_GRACE

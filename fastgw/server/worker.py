@@ -83,6 +83,7 @@ class Worker:
         self.close_listeners_at = 0.0
         self.mode = None  # None, "stop" or "retire"
         self._publisher = None
+        self.accepting = False  # the listeners are being served (the board's "ready")
 
     async def serve(self, unblock) -> int:
         loop = self.loop
@@ -100,7 +101,8 @@ class Worker:
         loop.add_signal_handler(signal.SIGHUP, lambda: None)
         if unblock:  # blocked by the master across the fork: handlers are in place now
             signal.pthread_sigmask(signal.SIG_UNBLOCK, unblock)
-        self.publish(ready=True)
+        self.accepting = True
+        self.publish()
         self._publisher = loop.call_later(PUBLISH_INTERVAL, self._publish_periodically)
 
         await self.stopping
@@ -111,6 +113,9 @@ class Worker:
                  self.generation, len(gateway.connections))
         for server in self.servers:
             server.close()
+        # Tell the master: a reload's answer waits until the old workers stop accepting.
+        self.accepting = False
+        self.publish()
         drains = [gateway.drain(gateway.drain_deadline)]
         if self.admin is not None:
             drains.append(self.admin.drain(gateway))
@@ -142,11 +147,12 @@ class Worker:
         self.stopping.set_result(None)
 
     # -- status board ------------------------------------------------------------
-    def publish(self, ready: bool = True):
+    def publish(self):
         if self.board is None:
             return
         from fastgw.admin.snapshot import worker_snapshot
-        self.board.publish(self.slot, self.pid, self.generation, self.index, ready, worker_snapshot(self.gateway))
+        self.board.publish(self.slot, self.pid, self.generation, self.index, self.accepting,
+                           worker_snapshot(self.gateway))
 
     def _publish_periodically(self):
         try:
