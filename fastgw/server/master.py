@@ -57,6 +57,9 @@ from fastgw.config.schema import format_address
 from fastgw.policy.ratelimit import create_table
 from fastgw.proxy.gateway import setup_logging
 from fastgw.server.board import StatusBoard
+# Imported here, before any fork: a worker that had to import its modules
+# itself would start (and take over after a reload) that much later.
+from fastgw.server.worker import run_worker
 
 log = logging.getLogger("fastgw")
 
@@ -215,7 +218,6 @@ class Master:
                 # must not stay open because a new worker holds a copy.
                 for sock in others:
                     sock.close()
-                from fastgw.server.worker import run_worker
                 code = run_worker(generation.config, generation.public_sockets, index, generation.limit_table,
                                   admin_socket=generation.admin_socket, board=self.board, slot=slot,
                                   generation=generation.number, unblock=BLOCKED)

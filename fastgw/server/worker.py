@@ -23,6 +23,8 @@ import signal
 
 import uvloop
 
+from fastgw.admin.server import AdminServer
+from fastgw.admin.snapshot import worker_snapshot
 from fastgw.proxy.gateway import Gateway
 from fastgw._native.proxy import ClientConnection
 
@@ -91,7 +93,6 @@ class Worker:
         self.servers = [await loop.create_server(lambda: ClientConnection(gateway), sock=sock, backlog=BACKLOG)
                         for sock in self.sockets]
         if self.admin_socket is not None:
-            from fastgw.admin.server import AdminServer
             self.admin = AdminServer(self)
             self.servers.append(await loop.create_server(self.admin.connection, sock=self.admin_socket,
                                                          backlog=BACKLOG))
@@ -103,7 +104,8 @@ class Worker:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, unblock)
         self.accepting = True
         self.publish()
-        self._publisher = loop.call_later(PUBLISH_INTERVAL, self._publish_periodically)
+        if self.admin is not None:  # the snapshots are read by the admin API only
+            self._publisher = loop.call_later(PUBLISH_INTERVAL, self._publish_periodically)
 
         await self.stopping
         wait = self.close_listeners_at - loop.time()
@@ -120,7 +122,8 @@ class Worker:
         if self.admin is not None:
             drains.append(self.admin.drain(gateway))
         await asyncio.gather(*drains)
-        self._publisher.cancel()
+        if self._publisher is not None:
+            self._publisher.cancel()
         return 0
 
     def on_signal(self, signum):
@@ -150,7 +153,6 @@ class Worker:
     def publish(self):
         if self.board is None:
             return
-        from fastgw.admin.snapshot import worker_snapshot
         self.board.publish(self.slot, self.pid, self.generation, self.index, self.accepting,
                            worker_snapshot(self.gateway))
 
