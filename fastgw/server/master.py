@@ -36,7 +36,11 @@ Drain (SIGTERM, or `POST /drain`)
     balancer to notice), answering with `Connection: close`, then close
     their listeners and finish in-flight requests within
     `server.timeouts.drain`. SIGINT (Ctrl-C) drains without the delay: no
-    load balancer waits on an interactive run.
+    load balancer waits on an interactive run. A connection that reaches
+    the kernel's accept queue in the instant the last worker closes a
+    listener is reset by the kernel; the delay exists so that, by then, the
+    load balancer sends nothing more (a reload never closes a kept listener,
+    so it has no such instant).
 """
 from __future__ import annotations
 
@@ -90,6 +94,9 @@ def serve(config: Config, reloader: Callable[[], Config] | None = None) -> int:
     """Run the gateway until drained. `reloader` loads and validates the
     config again (raising ConfigError); None when there is no file to reload."""
     setup_logging()
+    # From the start: a SIGHUP or SIGTERM while binding waits for the loop
+    # instead of killing the master by the default action.
+    signal.pthread_sigmask(signal.SIG_BLOCK, BLOCKED)
     _raise_fd_limit()
     sockets: dict[Address, socket.socket] = {}
     try:

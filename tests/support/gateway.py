@@ -9,6 +9,7 @@ the executable to run).
 from __future__ import annotations
 
 import copy
+import http.client
 import os
 import shutil
 import signal
@@ -182,13 +183,27 @@ class Gateway:
                     f"fastgw exited with code {self.proc.returncode} before listening on {self.port}\n"
                     f"command: {cmd}\n{self.logs()}"
                 )
-            if port_accepts(self.port):
+            if port_accepts(self.port) and self._worker_answers():
                 self._known_children.update(self.children())
                 return self
             time.sleep(0.05)
         self.stop()
         raise GatewayStartError(f"fastgw did not accept connections on {self.port} within "
                                 f"{START_TIMEOUT}s\ncommand: {cmd}\n{self.logs()}")
+
+    def _worker_answers(self) -> bool:
+        """The master's socket accepts before any worker serves: with the admin
+        API on, wait until a worker answers /livez (its loop is running)."""
+        if self.config.get("admin", {}).get("enabled", True) is False:
+            return True
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=1)
+            conn.request("GET", "/livez")
+            ok = conn.getresponse().status == 200
+            conn.close()
+            return ok
+        except OSError:
+            return False
 
     def children(self) -> list[int]:
         """Live child processes of the master (its workers)."""
