@@ -233,6 +233,29 @@ def _print_route(config: Config, route: Route, params: Params, method: str, upst
     print(f"timeouts: connect {_seconds(timeouts.connect)}, response_header {_seconds(timeouts.response_header)}, "
           f"idle {_seconds(timeouts.idle)}, websocket_idle {_seconds(timeouts.websocket_idle)} ({source})")
     _print_rate_limits(route.rate_limits)
+    print(f"retries:  {_describe_retries(route.retries, cluster.retry_budget, method)}")
+
+
+# The methods a retry may repeat after the request reached the upstream (as
+# IDEMPOTENT in fastgw/_native/proxy.pyx).
+IDEMPOTENT_METHODS = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"))
+
+
+def _describe_retries(retries, budget, method: str) -> str:
+    if retries.attempts == 0:
+        return "off"
+    if method in IDEMPOTENT_METHODS:
+        when = ", ".join(retries.retry_on)
+    elif "connect_failure" in retries.retry_on:
+        when = f"connect_failure only ({method} is not idempotent)"
+    else:
+        return f"none for {method} (not idempotent, and connect_failure is not in retry_on)"
+    per_try = (f", per-try timeout {_seconds(retries.per_try_timeout)}"
+               if retries.per_try_timeout is not None else "")
+    return (f"up to {retries.attempts} on {when}; backoff {_seconds(retries.backoff_base)}.."
+            f"{_seconds(retries.backoff_max)} with jitter{per_try}; waits for an upstream Retry-After "
+            f"up to {_seconds(retries.max_retry_after)}; budget {budget.ratio:g} of requests in flight "
+            f"(at least {budget.min_concurrent})")
 
 
 def _describe_breaker(breaker: CircuitBreaker) -> str:
@@ -294,6 +317,8 @@ def _describe_limit(limit: RateLimit) -> str:
 
 def _seconds(value: float) -> str:
     """Durations as written in configs: 500ms, 5s, 2m, 1h."""
+    if value == 0:
+        return "0s"
     for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
         if value >= size and value % size == 0:
             return f"{int(value // size)}{unit}"

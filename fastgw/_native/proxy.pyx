@@ -141,13 +141,14 @@ cdef class RoutePlan:
     cdef public object cluster            # ClusterRuntime: .pick() -> EndpointPool
     cdef public HeaderRewrite request_rewrite
     cdef public HeaderRewrite response_rewrite
-    cdef public double response_header_timeout
     cdef public double idle_timeout
     cdef public double websocket_idle_timeout
     cdef public object rewrite            # None, or (path, params) -> upstream path
     cdef public bytes default_host        # Host for HTTP/1.0 requests without one
     cdef public object limiter            # None, or .check(peer_ip, headers) -> decision (phase 4)
     cdef public tuple admission           # None, or stages with .admit(exchange) (phase 4, async)
+    cdef public object retry              # None, or a RetryRule (fastgw/policy/retry.py): phase 11
+    cdef public double try_timeout        # response head deadline of one try
 
 
 # ---------------------------------------------------------------------------
@@ -467,6 +468,10 @@ cdef class Exchange(Timed):
     cdef int admission_state     # ADMIT_*
     cdef object admission_verdict  # a verdict given while its stage's admit() was still running
     cdef list finish_callbacks   # None, or callables run once when the exchange ends
+    cdef public int tries        # retries made (phase 11), not counting stale-connection replays
+    cdef EndpointPool failed_pool  # the endpoint the last try failed on
+    cdef object retry_timer      # the backoff before the next try
+    cdef bint holds_retry        # counted in the cluster's retry budget
 
     def __init__(self, ClientConnection client, bytes method, MessageInfo info,
                  bytes request_id, bint keep_alive, bint http11):
@@ -560,6 +565,12 @@ cdef class Exchange(Timed):
 
     cdef void _mark_finished(self):
         self.finished = True
+        if self.holds_retry:
+            self.holds_retry = False
+            if self.retry_timer is not None:
+                self.retry_timer.cancel()
+                self.retry_timer = None
+            self.plan.cluster.retry_budget.release()
         cdef list callbacks = self.finish_callbacks
         if callbacks is not None:
             self.finish_callbacks = None
@@ -572,7 +583,10 @@ cdef class Exchange(Timed):
     # -- phase 5: upstream select ---------------------------------------------
     cdef void _select_upstream(self):
         try:
-            pool = self.plan.cluster.pick(self)  # phase 5: upstream select
+            if self.failed_pool is None:
+                pool = self.plan.cluster.pick(self)  # phase 5: upstream select
+            else:
+                pool = self.plan.cluster.pick_retry(self, self.failed_pool)
         except ProxyError as refused:            # e.g. 503 circuit_open
             self.fail(refused)
             return
@@ -603,7 +617,7 @@ cdef class Exchange(Timed):
         if self.info.chunked and not self.response_done:
             self._send_upstream(CHUNK_END)
         if self.upstream is not None and not self.response_started:
-            self._arm(WAIT_HEAD, self.plan.response_header_timeout)
+            self._arm(WAIT_HEAD, self.plan.try_timeout)
         self._maybe_finish()
 
     cdef void client_lost(self):
@@ -652,13 +666,16 @@ cdef class Exchange(Timed):
             conn.transport.writelines(out)
         self.client.resume_reading_for(PAUSE_UPSTREAM)
         if self.request_done:
-            self._arm(WAIT_HEAD, self.plan.response_header_timeout)
+            self._arm(WAIT_HEAD, self.plan.try_timeout)
         else:
             self._arm(WAIT_IDLE, self.plan.idle_timeout)  # the client is still sending its body
 
     def upstream_connect_failed(self, error):
         if not self.finished:
             self.outcome = OUTCOME_TIMEOUT if error.status == 504 else OUTCOME_CONNECT
+            retry = self.plan.retry
+            if retry is not None and retry.on_connect_failure and self._retry(True, 0.0):
+                return
             self.fail(error)
 
     cdef void response_head(self, UpstreamConnection conn, int status, bytes reason,
@@ -668,6 +685,10 @@ cdef class Exchange(Timed):
         self._cancel_timer()
         if status >= 500:
             self.outcome = OUTCOME_5XX
+            retry = self.plan.retry
+            if retry is not None and status in retry.statuses and self.tries < retry.attempts:
+                if self._retry_status(conn, retry, headers):
+                    return
         cdef MessageInfo info = scan_response(headers, http11)
         if info.error_status:
             self.upstream_bad_response(conn, info.error_message)
@@ -775,6 +796,9 @@ cdef class Exchange(Timed):
             self.pool.acquire(self, True)
             return
         self.outcome = OUTCOME_RESET
+        retry = self.plan.retry
+        if retry is not None and retry.on_reset and self._retry(False, 0.0):
+            return
         self.fail(ProxyError(502, "upstream_reset",
                              f"upstream {self.pool.endpoint.address} closed the connection "
                              "before a complete response head"))
@@ -786,6 +810,65 @@ cdef class Exchange(Timed):
             self.abort()
         else:
             self.fail(ProxyError(502, "upstream_bad_response", message))
+
+    # -- phase 11: retries -------------------------------------------------------
+    cdef bint _retry_status(self, UpstreamConnection conn, object retry, list headers):
+        """A retryable 5xx head: try again (the response is dropped with its
+        connection) unless its Retry-After asks for longer than we wait."""
+        cdef double wait = 0.0
+        for name, value in headers:
+            if len(name) == 11 and name.lower() == b"retry-after":
+                wait = retry.parse_retry_after(value)
+                break
+        if wait < 0 or wait > retry.max_retry_after:
+            return False
+        if not self._may_retry(False):
+            return False
+        self._drop_upstream(conn)
+        self._schedule_retry(False, wait)
+        return True
+
+    cdef bint _retry(self, bint nothing_sent, double wait):
+        """After a failed try and before any response byte reached the client:
+        schedule another try (True), or let the failure answer (False)."""
+        if not self._may_retry(nothing_sent):
+            return False
+        self._schedule_retry(nothing_sent, wait)
+        return True
+
+    cdef bint _may_retry(self, bint nothing_sent):
+        retry = self.plan.retry
+        if self.response_started or self.finished or self.upgraded or self.tries >= retry.attempts:
+            return False
+        if not nothing_sent:
+            # The request may have reached the upstream: only methods that may
+            # run twice, and only if every byte sent so far can be sent again.
+            if self.sent is None or self.method not in IDEMPOTENT:
+                return False
+        if not self.holds_retry:
+            if not self.plan.cluster.retry_budget.acquire(self.plan.cluster.pools):
+                return False
+            self.holds_retry = True
+        return True
+
+    cdef void _schedule_retry(self, bint nothing_sent, double wait):
+        self._cancel_timer()
+        self._release_endpoint()  # reports the failed try's outcome to the cluster
+        self.failed_pool = self.pool
+        self.outcome = OUTCOME_OK
+        self.tries += 1
+        if not nothing_sent:
+            self.pending_out = list(self.sent)
+            self.pending_bytes = self.sent_bytes
+        cdef double delay = self.plan.retry.backoff(self.tries)
+        if wait > delay:
+            delay = wait
+        self.retry_timer = self.client.loop.call_later(delay, self._try_again)
+
+    def _try_again(self):
+        self.retry_timer = None
+        if not self.finished:
+            self._select_upstream()
 
     # -- timers ----------------------------------------------------------------
     cdef void _arm(self, int kind, double timeout):
@@ -805,9 +888,12 @@ cdef class Exchange(Timed):
                 return
             self.outcome = OUTCOME_TIMEOUT
             self._drop_upstream(self.upstream)
+            retry = self.plan.retry
+            if retry is not None and retry.on_timeout and self._retry(False, 0.0):
+                return
             self.fail(ProxyError(504, "upstream_timeout",
                                  f"no response head from {self.pool.endpoint.address} within "
-                                 f"{self.plan.response_header_timeout:g}s"))
+                                 f"{self.plan.try_timeout:g}s"))
             return
         # Mid-body: abort when neither side moved a byte for `idle` seconds.
         cdef double idle = self.plan.idle_timeout

@@ -30,6 +30,14 @@ DEFAULT_CB_MIN_REQUESTS = 10
 DEFAULT_CB_OPEN_FOR = 10.0
 DEFAULT_CB_HALF_OPEN_PROBES = 1
 
+# Retries (on by default for idempotent methods, like nginx's proxy_next_upstream).
+DEFAULT_RETRY_ATTEMPTS = 2
+DEFAULT_RETRY_ON = ("connect_failure", "reset", "502", "503", "504")
+DEFAULT_RETRY_BACKOFF_BASE = 0.025
+DEFAULT_RETRY_BACKOFF_MAX = 0.25
+DEFAULT_RETRY_BUDGET_RATIO = 0.2
+DEFAULT_RETRY_BUDGET_MIN = 3
+
 DEFAULT_CLIENT_HEADER_TIMEOUT = 10.0
 DEFAULT_KEEPALIVE_TIMEOUT = 75.0
 DEFAULT_DRAIN_TIMEOUT = 30.0
@@ -119,6 +127,15 @@ class CircuitBreaker:
 
 
 @dataclass(frozen=True, slots=True)
+class RetryBudget:
+    """Retries in flight on a cluster may not exceed `ratio` of its requests in
+    flight, or `min_concurrent` when that is larger (Envoy's retry budget), so
+    a failing upstream gets at most ~ratio more load, not a retry storm."""
+    ratio: float = DEFAULT_RETRY_BUDGET_RATIO
+    min_concurrent: int = DEFAULT_RETRY_BUDGET_MIN
+
+
+@dataclass(frozen=True, slots=True)
 class Cluster:
     name: str
     endpoints: tuple[Endpoint, ...]
@@ -128,6 +145,7 @@ class Cluster:
     pool_idle_timeout: float = DEFAULT_POOL_IDLE_TIMEOUT
     timeouts: UpstreamTimeouts = field(default_factory=UpstreamTimeouts)
     circuit_breaker: CircuitBreaker | None = None  # None: no breaker
+    retry_budget: RetryBudget = field(default_factory=RetryBudget)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +197,27 @@ class RateLimit:
 
 
 @dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """When a route tries another upstream attempt (fastgw/policy/retry.py).
+
+    `attempts` is the number of retries after the first try (0: off). `retry_on` holds
+    "connect_failure", "reset", "timeout" and status codes as strings. Methods
+    other than GET, HEAD, OPTIONS, PUT, DELETE and TRACE are retried only on
+    connect_failure: the request provably never reached the upstream.
+    """
+    attempts: int = DEFAULT_RETRY_ATTEMPTS
+    retry_on: tuple[str, ...] = DEFAULT_RETRY_ON  # not `on`: YAML 1.1 reads that key as true
+    per_try_timeout: float | None = None   # None: the route's response_header timeout
+    backoff_base: float = DEFAULT_RETRY_BACKOFF_BASE
+    backoff_max: float = DEFAULT_RETRY_BACKOFF_MAX
+    max_retry_after: float = 1.0           # an upstream Retry-After longer than this: no retry
+
+    @property
+    def statuses(self) -> frozenset[int]:
+        return frozenset(int(cond) for cond in self.retry_on if cond.isdigit())
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     name: str
     index: int                    # position in the file: the declaration-order tiebreak
@@ -190,6 +229,7 @@ class Route:
     response_headers: HeaderOps = field(default_factory=HeaderOps)
     timeouts: UpstreamTimeouts | None = None  # None: the cluster's
     rate_limits: tuple[RateLimit, ...] = ()   # all must allow a request
+    retries: RetryPolicy = field(default_factory=RetryPolicy)
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,11 @@ class Section:
         for key in self.raw:
             if key in self.allowed:
                 continue
-            if key in self.misplaced:
+            if isinstance(key, bool):
+                # YAML 1.1 reads a bare on/off/yes/no key as a boolean.
+                hint = ("a bare on, off, yes or no key reads as a boolean in YAML; "
+                        + suggestion("", self.allowed, "allowed keys"))
+            elif key in self.misplaced:
                 hint = f"move it under {self.misplaced[key]}:"
             else:
                 hint = suggestion(key, self.allowed, "allowed keys")

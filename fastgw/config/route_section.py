@@ -13,10 +13,11 @@ from fastgw.config.schema import (
     parse_limit_algorithm, parse_limit_key, parse_limit_scope, parse_method, parse_name, parse_path, parse_rate,
     parse_rewrite_path, parse_route_host, pattern_key, suggestion,
 )
+from fastgw.config.retry_section import read_retries
 from fastgw.config.sections import UPSTREAM_TIMEOUT_KEYS, read_upstream_timeouts
 
 ROUTE_KEYS = ("name", "match", "cluster", "strip_prefix", "rewrite_path",
-              "request_headers", "response_headers", "timeouts", "rate_limits")
+              "request_headers", "response_headers", "timeouts", "rate_limits", "retries")
 MATCH_KEYS = ("host", "path", "prefix", "methods")
 HEADER_OP_KEYS = ("add", "set", "remove")
 RATE_LIMIT_KEYS = ("key", "rate", "burst", "algorithm", "scope")
@@ -69,12 +70,13 @@ def _read_route(route: Section, index: int, clusters: dict[str, Cluster]) -> Rou
     response_headers = _read_header_ops(route.section("response_headers", HEADER_OP_KEYS))
     timeouts = _read_route_timeouts(route, clusters.get(cluster))
     rate_limits = _read_rate_limits(route)
+    retries = read_retries(route)
     if matched.match is None:
         return None
     return Route(name=name, index=index, match=matched.match, cluster=cluster,
                  strip_prefix=strip_prefix, rewrite_path=rewrite_path,
                  request_headers=request_headers, response_headers=response_headers,
-                 timeouts=timeouts, rate_limits=rate_limits)
+                 timeouts=timeouts, rate_limits=rate_limits, retries=retries)
 
 
 def _parse_cluster_ref(value: object, clusters: dict[str, Cluster]) -> str:

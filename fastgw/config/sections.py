@@ -8,6 +8,7 @@ from fastgw.config import model
 from fastgw.config.errors import Invalid, child, item
 from fastgw.config.model import CircuitBreaker, Cluster, Endpoint, Limits, Listener, ServerSettings, UpstreamTimeouts
 from fastgw.config.reader import Section, parse_or_record
+from fastgw.config.retry_section import read_retry_budget
 from fastgw.config.schema import HASH_ON_HINT, LB_POLICIES, parse_hash_on
 from fastgw.config.schema import (
     ADDRESS_HINT, URL_HINT, describe, format_address, parse_address, parse_duration, parse_endpoint_url,
@@ -123,7 +124,7 @@ def _read_server_timeouts(timeouts: Section) -> dict[str, float]:
 
 # --- clusters --------------------------------------------------------------
 
-CLUSTER_KEYS = ("lb", "hash_on", "endpoints", "pool", "timeouts", "circuit_breaker")
+CLUSTER_KEYS = ("lb", "hash_on", "endpoints", "pool", "timeouts", "circuit_breaker", "retry_budget")
 POOL_KEYS = ("max_idle", "idle_timeout")
 ENDPOINT_KEYS = ("url", "weight")
 UPSTREAM_TIMEOUT_KEYS = ("connect", "response_header", "idle", "websocket_idle")
@@ -169,6 +170,7 @@ def _read_cluster(name: str, cluster: Section) -> Cluster:
         pool_idle_timeout=pool.parse("idle_timeout", parse_duration, model.DEFAULT_POOL_IDLE_TIMEOUT),
         timeouts=read_upstream_timeouts(cluster.section("timeouts", UPSTREAM_TIMEOUT_KEYS), UpstreamTimeouts()),
         circuit_breaker=_read_circuit_breaker(cluster) if "circuit_breaker" in cluster.raw else None,
+        retry_budget=read_retry_budget(cluster),
     )
 
 

@@ -16,6 +16,7 @@ from fastgw._native.headers import HeaderRewrite, RequestIds
 from fastgw._native.proxy import GatewayCore, RoutePlan
 from fastgw.config.model import Config, Route
 from fastgw.policy.ratelimit import build_limiters
+from fastgw.policy.retry import make_retry_rule
 from fastgw.proxy.routing import RouteTable
 from fastgw.upstream.pool import ClusterRuntime
 
@@ -35,7 +36,10 @@ def make_route_plan(route: Route, cluster: ClusterRuntime, timeouts, table: Rout
     plan = RoutePlan()
     plan.route = route
     plan.cluster = cluster
-    plan.response_header_timeout = timeouts.response_header
+    plan.retry = make_retry_rule(route.retries)
+    plan.try_timeout = timeouts.response_header
+    if route.retries.per_try_timeout is not None:
+        plan.try_timeout = min(route.retries.per_try_timeout, timeouts.response_header)
     plan.idle_timeout = timeouts.idle
     plan.websocket_idle_timeout = timeouts.websocket_idle
     req, resp = route.request_headers, route.response_headers

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from fastgw._native.proxy import EndpointPool
 from fastgw.policy.circuit import CircuitBreaker
+from fastgw.policy.retry import RetryBudget
 from fastgw.upstream.balancer import make_balancer
 
 
@@ -26,7 +27,7 @@ class ClusterRuntime:
     policy: present only when the cluster configures `circuit_breaker`.
     """
 
-    __slots__ = ("config", "pools", "balancer", "watches_outcomes", "breaker")
+    __slots__ = ("config", "pools", "balancer", "watches_outcomes", "breaker", "retry_budget")
 
     def __init__(self, loop, cluster, trusted_proxies=()):
         self.config = cluster
@@ -37,6 +38,7 @@ class ClusterRuntime:
         if cluster.circuit_breaker is not None:
             self.breaker = CircuitBreaker(cluster.circuit_breaker, cluster.name)
         self.watches_outcomes = self.breaker is not None
+        self.retry_budget = RetryBudget(cluster.retry_budget)
 
     def pick(self, exchange):
         breaker = self.breaker
@@ -47,6 +49,20 @@ class ClusterRuntime:
         if pool is None:
             breaker.release()
         return pool
+
+    def pick_retry(self, exchange, failed):
+        """Phase 5 again for a retry: another endpoint than the one that just
+        failed, where the cluster has one (the balancer is asked twice more,
+        then the next endpoint in order is taken: ring_hash would keep
+        answering the same one)."""
+        pool = self.pick(exchange)
+        if pool is not failed or len(self.pools) < 2:
+            return pool
+        for _ in range(2):
+            other = self.balancer.pick(exchange)
+            if other is not None and other is not failed:
+                return other
+        return self.pools[(self.pools.index(failed) + 1) % len(self.pools)]
 
     def report(self, pool, outcome):
         self.breaker.record(outcome)

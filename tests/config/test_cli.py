@@ -256,3 +256,14 @@ def test_routes_with_a_bad_config_exits_1(run_cli, write_config):
     result = run_cli("routes", "--config", str(path), "GET", "/")
     assert result.returncode == 1
     assert f"{path}: clusters: missing" in result.stderr
+
+
+def test_routes_shows_what_would_be_retried(run_cli, routing_config):
+    result = run_cli("routes", "--config", routing_config, "GET", "http://api.example.com/users/7")
+    assert ("retries:  up to 2 on connect_failure, reset, 502, 503, 504; backoff 25ms..250ms with jitter; "
+            "waits for an upstream Retry-After up to 1s; budget 0.2 of requests in flight (at least 3)"
+            ) in result.stdout.splitlines()
+    result = run_cli("routes", "--config", routing_config, "PUT", "http://api.example.com/users/7")
+    assert "retries:  up to 2 on connect_failure, reset, 502, 503, 504;" in result.stdout
+    result = run_cli("routes", "--config", routing_config, "POST", "http://api.example.com/other")
+    assert "retries:  up to 2 on connect_failure only (POST is not idempotent);" in result.stdout

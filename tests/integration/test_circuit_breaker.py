@@ -13,14 +13,15 @@ OPEN_FOR = 0.5
 
 @pytest.fixture
 def breaker_gateway(upstream, gateway_factory):
+    # Retries off: each request is exactly one try for the breaker to count.
     config = {
         "clusters": {
             "main": cluster(upstream.url, circuit_breaker={"failures": 3, "open_for": f"{OPEN_FOR}s"}),
             "plain": cluster(upstream.url),
         },
         "routes": [
-            route("plain", "plain", prefix="/plain"),
-            route("all", "main", prefix="/"),
+            route("plain", "plain", prefix="/plain", retries="off"),
+            route("all", "main", prefix="/", retries="off"),
         ],
     }
     return gateway_factory(config), upstream
@@ -85,7 +86,7 @@ def test_refused_port_opens_the_circuit(gateway_factory):
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens here
     gw = gateway_factory({
         "clusters": {"dead": cluster(dead, circuit_breaker={"failures": 2, "open_for": "10s"})},
-        "routes": [route("all", "dead", prefix="/")],
+        "routes": [route("all", "dead", prefix="/", retries="off")],  # each request one try
     })
     for _ in range(2):
         assert_gateway_error(http_request(gw.port, "GET", "/x"), 502, "upstream_connect_failed")

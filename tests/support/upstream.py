@@ -25,6 +25,11 @@ saw, and answers according to the first segment of the request path:
                     connection, silently, when a later request arrives on it
   /status/NNN       status NNN (no body for 204/304, HEAD-aware)
   /hop-headers      a response carrying hop-by-hop headers
+  /flaky            ?key=K&fail=N: the first N requests with key K (counted by
+                    this server) fail, later ones echo; how they fail:
+                    &status=NNN (default 503) [&retry_after=S] [&delay=S before
+                    answering], or &action=reset (close, no byte) or
+                    &action=hang (never answer)
 
 Each server runs its own asyncio loop in its own thread; tests read the
 records directly (same process) and wait on them with `wait_for`.
@@ -138,6 +143,7 @@ class UpstreamServer:
         self._tasks: set[asyncio.Task] = set()
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
+        self.flaky_counts: dict[str, int] = {}     # /flaky: requests seen per key
 
     # ---- lifecycle -------------------------------------------------------
 
@@ -619,6 +625,28 @@ class _Session:
             headers = [("Content-Type", "text/plain")]
             body = f"status {status}\n".encode()
         await self.respond(req, status, headers, body)
+        return True
+
+    async def do_flaky(self, req: RequestRecord, query: dict) -> bool:
+        await self.read_body(req)
+        key = query.get("key", "")
+        seen = self.server.flaky_counts.get(key, 0) + 1
+        self.server.flaky_counts[key] = seen
+        if "delay" in query:
+            await asyncio.sleep(float(query["delay"]))
+        if seen > int(query.get("fail", "1")):
+            body = json.dumps(req.as_json()).encode()
+            await self.respond(req, 200, [("Content-Type", "application/json")], body)
+            return True
+        action = query.get("action")
+        if action == "reset":
+            return False
+        if action == "hang":
+            return await self.do_hang(req, query)
+        headers = [("Content-Type", "text/plain")]
+        if "retry_after" in query:
+            headers.append(("Retry-After", query["retry_after"]))
+        await self.respond(req, int(query.get("status", "503")), headers, b"flaky\n")
         return True
 
     async def do_hop_headers(self, req: RequestRecord, query: dict) -> bool:
