@@ -51,7 +51,7 @@ def config_view(config: Config) -> dict:
 def route_view(config: Config, route: Route) -> dict:
     match = route.match
     timeouts = config.route_timeouts(route)
-    return redact({
+    view = {
         "name": route.name,
         "index": route.index,
         "match": {"host": match.host, "kind": match.kind,
@@ -67,7 +67,12 @@ def route_view(config: Config, route: Route) -> dict:
         "rate_limits": [{"key": limit.key_text, "rate": f"{limit.requests:g}/{limit.per:g}s",
                          "burst": limit.burst, "algorithm": limit.algorithm, "scope": limit.scope}
                         for limit in route.rate_limits],
-    })
+    }
+    # Policies added to routes later (retries, ...) show up as configured.
+    for f in dataclasses.fields(route):
+        if f.name not in view and f.name != "timeouts":
+            view[f.name] = _plain(getattr(route, f.name))
+    return redact(view)
 
 
 def routes_view(config: Config) -> list[dict]:
