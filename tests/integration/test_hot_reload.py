@@ -247,3 +247,23 @@ def test_rate_limit_counts_survive_a_reload(upstream, gateway_factory):
     # A new size is a new table: counting starts again.
     resp = http_request(gw.port, "GET", "/fixed")
     assert resp.status == 200 and resp.header("x-config") == "v2", resp.describe()
+
+
+@pytest.mark.timeout(60)
+def test_sse_stream_in_flight_completes_across_a_reload(upstream, gateway_factory):
+    from support import RawClient
+    gw = gateway_factory(versioned(upstream.url, 0), workers=1)
+    with RawClient(gw.port, timeout=10) as client:
+        client.request("GET", "/sse?hold=1.5")
+        head = client.read_head()
+        assert head.status == 200 and head.header("x-config") == "v0"
+        assert b"data: first" in client.read_chunk()
+        gw.write_config(versioned(upstream.url, 1))
+        resp = admin(gw, "POST", "/reload")
+        assert resp.status == 200, resp.describe()
+        assert http_request(gw.port, "GET", "/fixed").header("x-config") == "v1"
+        # The old worker finishes the stream it was sending, byte for byte.
+        rest = client.read_body(head, timeout=10)
+        assert rest.complete and rest.body == b"id: 2\ndata: last\n\n"
+        client.assert_closed(timeout=3)  # then closes: the retiring worker keeps nothing open
+    assert len(children_settle(gw, 1)) == 1
