@@ -30,8 +30,8 @@ import orjson
 HEADER_SIZE = 64 * 1024
 SLOT_SIZE = 64 * 1024
 
-# seq, draining, generation, reloads_started, reloads_done, last_time, started_at, result_len
-_HEADER = struct.Struct("<QIIQQddI")
+# seq, draining, generation, reloads_started, reloads_done, reloads_failed, last_time, started_at, result_len
+_HEADER = struct.Struct("<QIIQQQddI")
 # seq, pid, generation, index, ready, published_at, payload_len
 _SLOT = struct.Struct("<QIIIIdI")
 _SEQ = struct.Struct("<Q")
@@ -39,14 +39,19 @@ _READ_TRIES = 1000
 
 
 class Header:
-    __slots__ = ("draining", "generation", "reloads_started", "reloads_done", "last_time", "started_at",
-                 "last_result")
+    """The master's part of the board. For metrics: `reloads_done` (attempts
+    finished), `reloads_failed`, `last_result` ({"ok", "code", "generation",
+    "errors"}) and `last_time` (Unix time of the last reload's end)."""
+    __slots__ = ("draining", "generation", "reloads_started", "reloads_done", "reloads_failed", "last_time",
+                 "started_at", "last_result")
 
-    def __init__(self, draining, generation, reloads_started, reloads_done, last_time, started_at, last_result):
+    def __init__(self, draining, generation, reloads_started, reloads_done, reloads_failed, last_time, started_at,
+                 last_result):
         self.draining = bool(draining)
         self.generation = generation
         self.reloads_started = reloads_started
         self.reloads_done = reloads_done
+        self.reloads_failed = reloads_failed
         self.last_time = last_time
         self.started_at = started_at
         self.last_result = last_result  # dict, or None before the first reload
@@ -69,7 +74,8 @@ class StatusBoard:
     def __init__(self, capacity: int):
         self.capacity = capacity
         self.map = mmap.mmap(-1, HEADER_SIZE + capacity * SLOT_SIZE)  # anonymous, MAP_SHARED
-        self._header_values = [0, 0, 0, 0, 0, 0.0, time.time(), b""]
+        # seq, draining, generation, started, done, failed, last_time, started_at, result JSON
+        self._header_values = [0, 0, 0, 0, 0, 0, 0.0, time.time(), b""]
         self._write_header()
 
     # -- master side -----------------------------------------------------------
@@ -89,14 +95,16 @@ class StatusBoard:
     def reload_done(self, result: dict):
         values = self._header_values
         values[4] += 1
-        values[5] = time.time()
+        if not result.get("ok"):
+            values[5] += 1
+        values[6] = time.time()
         data = orjson.dumps(result)
         if len(data) > HEADER_SIZE - _HEADER.size:  # thousands of errors: keep the first ones
             errors = list(result.get("errors", ()))
             while errors and len(data) > HEADER_SIZE - _HEADER.size:
                 errors = errors[: len(errors) // 2]
                 data = orjson.dumps({**result, "errors": errors + ["(more errors: see the log)"]})
-        values[7] = data
+        values[8] = data
         self._write_header()
 
     def _write_header(self):
@@ -104,8 +112,8 @@ class StatusBoard:
         seq = _SEQ.unpack_from(m, 0)[0] + 1
         _SEQ.pack_into(m, 0, seq)  # odd: writing
         values = self._header_values
-        data = values[7]
-        _HEADER.pack_into(m, 0, seq, *values[1:7], len(data))
+        data = values[8]
+        _HEADER.pack_into(m, 0, seq, *values[1:8], len(data))
         m[_HEADER.size:_HEADER.size + len(data)] = data
         _SEQ.pack_into(m, 0, seq + 1)
 
@@ -137,9 +145,9 @@ class StatusBoard:
             seq = fields[0]
             if seq & 1:
                 continue
-            data = m[_HEADER.size:_HEADER.size + fields[7]]
+            data = m[_HEADER.size:_HEADER.size + fields[8]]
             if _SEQ.unpack_from(m, 0)[0] == seq:
-                return Header(*fields[1:7], orjson.loads(data) if data else None)
+                return Header(*fields[1:8], orjson.loads(data) if data else None)
         raise RuntimeError("status board header kept changing while read")
 
     def slot(self, slot: int) -> Slot | None:
