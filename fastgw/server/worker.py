@@ -83,6 +83,7 @@ class Worker:
         self.servers = []
         self.stopping = loop.create_future()
         self.close_listeners_at = 0.0
+        self.close_now = asyncio.Event()
         self.mode = None  # None, "stop" or "retire"
         self._publisher = None
         self.accepting = False  # the listeners are being served (the board's "ready")
@@ -109,8 +110,11 @@ class Worker:
 
         await self.stopping
         wait = self.close_listeners_at - loop.time()
-        if wait > 0:
-            await asyncio.sleep(wait)  # still accepting: the load balancer is taking us out
+        if wait > 0:  # still accepting: the load balancer is taking us out
+            try:
+                await asyncio.wait_for(self.close_now.wait(), wait)
+            except TimeoutError:
+                pass
         log.info("worker %d (generation %d) stops accepting; %d connections open", self.index,
                  self.generation, len(gateway.connections))
         for server in self.servers:
@@ -136,8 +140,11 @@ class Worker:
             delay = server.drain_delay if signum == signal.SIGTERM and self.mode is None else 0.0
             close_at = now + delay
             deadline = close_at + server.drain_timeout
-        if self.mode is not None:  # already going: only ever sooner
+        if self.mode is not None:  # already going: only ever sooner (a second Ctrl-C: now)
             self.gateway.drain_deadline = min(self.gateway.drain_deadline, deadline)
+            if close_at < self.close_listeners_at:
+                self.close_listeners_at = close_at
+                self.close_now.set()
             return
         self.mode = "retire" if signum == signal.SIGUSR2 else "stop"
         log.info("worker %d (generation %d): %s", self.index, self.generation,

@@ -4,6 +4,7 @@ document matching what is served."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import time
@@ -229,3 +230,16 @@ def test_openapi_document_matches_the_served_endpoints(upstream, gateway_factory
             assert str(resp.status) in op["responses"], (path, resp.status)
             if needs_token:
                 assert "401" in op["responses"] and admin(gw, "GET", path).status == 401
+
+
+@pytest.mark.timeout(30)
+def test_sigint_during_the_drain_delay_closes_at_once(upstream, gateway_factory):
+    gw = gateway_factory(simple_config(upstream.url, server={"timeouts": {"drain_delay": "20s"}}))
+    gw.wait_children(1)
+    gw.signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert http_request(gw.port, "GET", "/fixed").status == 200  # in the delay: still served
+    started = time.monotonic()
+    for worker in gw.children():  # a second Ctrl-C reaches every process of the group
+        os.kill(worker, signal.SIGINT)
+    assert gw.wait(10) == 0 and time.monotonic() - started < 5
