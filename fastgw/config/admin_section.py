@@ -16,8 +16,10 @@ import ipaddress
 from collections.abc import Mapping
 
 from fastgw.config import model
-from fastgw.config.model import AdminSettings, Cluster, Listener
-from fastgw.config.errors import Invalid, item
+from dataclasses import replace
+
+from fastgw.config.model import AdminSettings, Cluster, Config, Listener
+from fastgw.config.errors import ErrorList, Invalid, item
 from fastgw.config.reader import Section, parse_or_record
 from fastgw.config.schema import ADDRESS_HINT, describe, format_address, parse_address, parse_name, suggestion
 
@@ -123,3 +125,20 @@ def _read_required_clusters(admin: Section, clusters: Mapping[str, Cluster]) -> 
         elif name not in names:
             names.append(name)
     return tuple(names)
+
+
+def apply_admin_env(config: Config, env: Mapping[str, str], errors: ErrorList) -> Config:
+    """FASTGW_ADMIN=host:port moves the admin listener, FASTGW_ADMIN=off turns
+    it off (e.g. several gateways on one host, or benchmarks)."""
+    value = env.get("FASTGW_ADMIN", "").strip()
+    if not value:
+        return config
+    if value.lower() in ("off", "false", "0"):
+        return replace(config, admin=replace(config.admin, enabled=False))
+    host, port = parse_or_record(errors, "env FASTGW_ADMIN", parse_address, value, ("", 0))
+    if not port:
+        return config
+    if config.admin.token is None and not is_loopback(host):
+        errors.add("env FASTGW_ADMIN", f"{format_address(host, port)} is reachable beyond this host and no token "
+                   "is set", "set admin.token_file, admin.token_env or admin.token, or listen on 127.0.0.1")
+    return replace(config, admin=replace(config.admin, enabled=True, host=host, port=port))

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import yaml
 
-from fastgw.config.admin_section import read_admin
+from fastgw.config.admin_section import apply_admin_env, read_admin
 from fastgw.config.errors import ConfigError, ErrorList
 from fastgw.config.model import AdminSettings, Cluster, Config, Endpoint, Listener, Route, RouteMatch, ServerSettings, UpstreamTimeouts
 from fastgw.config.reader import Section, parse_or_record
@@ -119,7 +119,8 @@ def _describe_yaml_error(source: str, error: yaml.YAMLError) -> str:
 # --- environment -----------------------------------------------------------
 
 def _apply_env(config: Config, env: Mapping[str, str], errors: ErrorList) -> Config:
-    """FASTGW_LISTEN replaces the first listener's address, FASTGW_WORKERS the worker count.
+    """FASTGW_LISTEN replaces the first listener's address, FASTGW_WORKERS the
+    worker count, FASTGW_ADMIN the admin address (or `off`).
 
     An empty variable counts as unset: deployment templates often render
     `FASTGW_WORKERS=` when no value was chosen.
@@ -130,6 +131,7 @@ def _apply_env(config: Config, env: Mapping[str, str], errors: ErrorList) -> Con
         if port:
             first = replace(config.listeners[0], host=host, port=port)
             config = replace(config, listeners=(first, *config.listeners[1:]))
+    config = apply_admin_env(config, env, errors)
     workers = env.get("FASTGW_WORKERS")
     if workers:
         count = parse_or_record(errors, "env FASTGW_WORKERS", parse_workers, workers, None)

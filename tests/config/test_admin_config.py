@@ -71,3 +71,14 @@ def test_token_source_errors(config_errors, find_error, minimal, tmp_path):
     find_error(errors, source, "admin.token_file", "cannot read", "No such file")
     source, errors = config_errors(minimal + "admin: {token_env: NOT_SET_ANYWHERE}\n")
     find_error(errors, source, "admin.token_env", "NOT_SET_ANYWHERE is not set or empty")
+
+
+def test_env_admin_moves_or_turns_off(write_config, minimal, config_errors, find_error):
+    path = write_config(minimal)
+    assert load(path, env={"FASTGW_ADMIN": "off"}).admin.enabled is False
+    moved = load(path, env={"FASTGW_ADMIN": "127.0.0.1:7000"}).admin
+    assert (moved.enabled, moved.host, moved.port) == (True, "127.0.0.1", 7000)
+    source, errors = config_errors(minimal, env={"FASTGW_ADMIN": "0.0.0.0:7000"})
+    find_error(errors, source, "env FASTGW_ADMIN", "reachable beyond this host and no token is set")
+    source, errors = config_errors(minimal, env={"FASTGW_ADMIN": "nowhere"})
+    find_error(errors, source, "env FASTGW_ADMIN", "has no port")

@@ -169,7 +169,7 @@ class Gateway:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env["PYTHONUNBUFFERED"] = "1"
-        for override in ("FASTGW_LISTEN", "FASTGW_WORKERS"):
+        for override in ("FASTGW_LISTEN", "FASTGW_WORKERS", "FASTGW_ADMIN"):
             env.pop(override, None)
         cmd = gateway_command(self.config_path, self.workers)
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
