@@ -225,6 +225,8 @@ def _print_route(config: Config, route: Route, params: Params, method: str, upst
         print(f"            http://{format_address(endpoint.host, endpoint.port)}  weight {endpoint.weight}")
     if cluster.circuit_breaker is not None:
         print(f"circuit breaker: {_describe_breaker(cluster.circuit_breaker)}")
+    for line in describe_health(cluster):
+        print(line)
     print(f"upstream: {method} {upstream}{_rewrite_note(route)}")
     _print_header_ops("request headers", route.request_headers)
     _print_header_ops("response headers", route.response_headers)
@@ -256,6 +258,34 @@ def _describe_retries(retries, budget, method: str) -> str:
             f"{_seconds(retries.backoff_max)} with jitter{per_try}; waits for an upstream Retry-After "
             f"up to {_seconds(retries.max_retry_after)}; budget {budget.ratio:g} of requests in flight "
             f"(at least {budget.min_concurrent})")
+
+
+def describe_health(cluster) -> list[str]:
+    """`fastgw routes` lines for a cluster's discovery and health keys."""
+    lines = []
+    if cluster.dns is not None:
+        lines.append(f"            (from DNS: {format_address(cluster.dns.name, cluster.dns.port)}, "
+                     f"re-resolved every {_seconds(cluster.dns.interval)})")
+    if cluster.endpoints_file is not None:
+        lines.append(f"            (from {cluster.endpoints_file.path}, checked every "
+                     f"{_seconds(cluster.endpoints_file.interval)})")
+    check = cluster.health_check
+    if check is not None:
+        statuses = ", ".join(f"{lo}" if lo == hi else f"{lo}-{hi}" for lo, hi in check.expected_statuses)
+        lines.append(f"health check: GET {check.path}{f' (Host {check.host})' if check.host else ''} every "
+                     f"{_seconds(check.interval)}, timeout {_seconds(check.timeout)}, expects {statuses}; "
+                     f"unhealthy after {check.unhealthy_threshold} failures, healthy after "
+                     f"{check.healthy_threshold} passes; per worker")
+    od = cluster.outlier_detection
+    if od is not None:
+        lines.append(f"outlier detection: eject after {od.consecutive_5xx} consecutive 5xx or "
+                     f"{od.consecutive_connect_failures} connect failures, for {_seconds(od.base_ejection)} x n "
+                     f"(at most {_seconds(od.max_ejection)}), at most {od.max_ejected_percent:g}% ejected; per worker")
+    if check is not None or od is not None:
+        lines.append(f"no healthy endpoint: " + (
+            f"panic mode below {cluster.panic_threshold:g}% healthy (balance over all)"
+            if cluster.panic_threshold else "503 no_healthy_endpoint"))
+    return lines
 
 
 def _describe_breaker(breaker: CircuitBreaker) -> str:

@@ -5,8 +5,9 @@
 #   scripts/test.sh tests/integration -k websocket    # any pytest arguments
 #
 # On Debian/Ubuntu (as root, or with sudo) it installs missing system
-# packages: curl, a C toolchain and Python headers (the Cython extensions are
-# compiled at install time), and python3-venv. It then creates .venv in the
+# packages: curl, redis-server (the Redis rate-limit tests start a real one),
+# a C toolchain and Python headers (the Cython extensions are compiled at
+# install time), and python3-venv. It then creates .venv in the
 # repository if absent, installs fastgw editable with its test extras into
 # it, and runs pytest from the repository root.
 set -euo pipefail
@@ -19,6 +20,8 @@ PYTHON="${PYTHON:-python3}"
 missing=()
 command -v "$PYTHON" >/dev/null 2>&1 || missing+=(python3)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v redis-server >/dev/null 2>&1 || [ -x /usr/sbin/redis-server ] || [ -x /usr/bin/redis-server ] \
+    || missing+=(redis-server)
 command -v gcc >/dev/null 2>&1 || missing+=(build-essential)
 if command -v "$PYTHON" >/dev/null 2>&1; then
     # venv with ensurepip (Debian splits it into python3-venv).

@@ -83,5 +83,28 @@ def gateway_factory(request, tmp_path):
 
 
 @pytest.fixture
+def redis_factory(tmp_path):
+    """redis_factory() -> a started RedisServer on a free port (killed at teardown)."""
+    from support.redis_server import RedisServer
+    started: list[RedisServer] = []
+
+    def make(**kwargs) -> RedisServer:
+        server = RedisServer(tmp_path, **kwargs)
+        started.append(server)
+        return server.start()
+
+    yield make
+    for server in started:
+        if server.proc is not None:
+            server.resume()   # SIGCONT first: a stopped process still dies of SIGKILL, but be tidy
+        server.stop()
+
+
+@pytest.fixture
+def redis_server(redis_factory):
+    return redis_factory()
+
+
+@pytest.fixture
 def proxy(upstream, gateway_factory) -> Proxy:
     return Proxy(gateway_factory(simple_config(upstream.url)), upstream)

@@ -58,7 +58,7 @@ cdef class Decision:
 
 @cython.final
 cdef class _Plan:
-    """One limit of the route, compiled."""
+    """One limit of the route, compiled (limit is None in a plain LimitKeys)."""
     cdef Limit limit
     cdef bint single_ip           # the key is the client address alone
     cdef int nparts
@@ -142,29 +142,34 @@ cdef bytes _format_headers(const Outcome *out, int64_t reset_s, int64_t retry_s,
     return PyBytes_FromStringAndSize(buf, p - buf)
 
 
-cdef class RouteLimiter:
-    """See the module doc. Subclassed by fastgw.policy.ratelimit.RouteLimiter."""
+cdef class LimitKeys:
+    """The key bytes of a route's limits, from one pass over the request headers.
+
+    LimitKeys(key_parts_list, trusted_proxies=(), client_ip=None): one tuple
+    of key parts per limit. `keys(peer_ip, headers)` -> [bytes] in the same
+    order. RouteLimiter (local limits) extends it; Redis-scoped limits use it
+    as is, so both scopes count under exactly the same keys.
+    """
     cdef tuple plans              # _Plan per limit, in configuration order
-    cdef _Plan single             # plans[0] when there is exactly one limit, else None
     cdef tuple wanted             # lower-case header names the keys read
     cdef Py_ssize_t nwanted
     cdef bint want_xff            # collect X-Forwarded-For for `resolve`
     cdef object resolve           # client_ip callable, or None
     cdef readonly tuple trusted
-    cdef Outcome *outcomes        # scratch for several limits
     cdef Py_ssize_t *wanted_size
     cdef const char **wanted_name
+    cdef list scanned             # _client's header values, handed to the caller at once
 
-    def __init__(self, limits, tuple trusted_proxies=(), client_ip=None):
+    def __init__(self, key_parts_list, tuple trusted_proxies=(), client_ip=None):
+        self._compile([(None, parts, "") for parts in key_parts_list], trusted_proxies, client_ip)
+
+    cdef _compile(self, limits, tuple trusted_proxies, client_ip):
         cdef list plans = []
         cdef list wanted = []
         cdef _Plan plan
-        cdef Limit limit
         cdef bint uses_ip = False
         cdef int i
         for limit, parts, message in limits:
-            if limit is None:
-                raise TypeError("a limit must be a Limit")
             parts = tuple(parts)
             if not parts:
                 raise ValueError("a limit's key needs at least one part")
@@ -202,13 +207,11 @@ cdef class RouteLimiter:
         if not plans:
             raise ValueError("a RouteLimiter needs at least one limit")
         self.plans = tuple(plans)
-        self.single = plans[0] if len(plans) == 1 else None
-        self.outcomes = <Outcome *>PyMem_Malloc(len(plans) * sizeof(Outcome))
         self.wanted = tuple(wanted)
         self.nwanted = len(wanted)
         self.wanted_size = <Py_ssize_t *>PyMem_Malloc((self.nwanted + 1) * sizeof(Py_ssize_t))
         self.wanted_name = <const char **>PyMem_Malloc((self.nwanted + 1) * sizeof(char *))
-        if self.outcomes == NULL or self.wanted_size == NULL or self.wanted_name == NULL:
+        if self.wanted_size == NULL or self.wanted_name == NULL:
             raise MemoryError()
         for i in range(self.nwanted):
             self.wanted_size[i] = PyBytes_GET_SIZE(self.wanted[i])
@@ -220,7 +223,6 @@ cdef class RouteLimiter:
         self.resolve = client_ip if self.want_xff else None
 
     def __dealloc__(self):
-        PyMem_Free(self.outcomes)
         PyMem_Free(self.wanted_size)
         PyMem_Free(self.wanted_name)
 
@@ -229,27 +231,30 @@ cdef class RouteLimiter:
         """The lower-case header names the keys read."""
         return self.wanted
 
-    def check(self, bytes peer_ip not None, list headers not None):
-        """Count one request: a Decision (allowed, status, headers, message)."""
-        cdef list values = None
+    cpdef list keys(self, bytes peer_ip, list headers):
+        """Every limit's key bytes for this request, in configuration order."""
+        cdef bytes ip = self._client(peer_ip, headers)
+        cdef list values = self.scanned
+        self.scanned = None
+        cdef Py_ssize_t n = len(self.plans), i
+        cdef list keys = [None] * n
+        cdef _Plan plan
+        for i in range(n):
+            plan = <_Plan>self.plans[i]
+            keys[i] = ip if plan.single_ip else _key(plan, ip, values)
+        return keys
+
+    cdef inline bytes _client(self, bytes peer_ip, list headers):
+        """The client address the keys use; sets `scanned` to the wanted
+        headers' values when a key reads headers (the caller takes it)."""
         cdef list xff = None
-        cdef bytes ip = peer_ip
         if self.nwanted or self.want_xff:
             if self.want_xff:
                 xff = []
-            values = self._scan(headers, xff)
+            self.scanned = self._scan(headers, xff)
             if self.want_xff:
-                ip = self.resolve(peer_ip, xff, self.trusted)
-        cdef int64_t now = rl_now_ns() * _TICKS_PER_NS
-        cdef _Plan plan = self.single
-        cdef bytes key
-        cdef Outcome out
-        if plan is not None:
-            key = ip if plan.single_ip else _key(plan, ip, values)
-            out = plan.limit.take_c(<const unsigned char *>PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key),
-                                    now, True)
-            return _decision(plan, &out)
-        return self._check_all(ip, values, now)
+                return self.resolve(peer_ip, xff, self.trusted)
+        return peer_ip
 
     cdef list _scan(self, list headers, list xff):
         """One pass over the request headers: the values of each wanted header
@@ -270,6 +275,42 @@ cdef class RouteLimiter:
             if xff is not None and size == 15 and _same_name(text, b"x-forwarded-for", 15):
                 xff.append(value)
         return values
+
+
+cdef class RouteLimiter(LimitKeys):
+    """See the module doc. Subclassed by fastgw.policy.ratelimit.RouteLimiter."""
+    cdef _Plan single             # plans[0] when there is exactly one limit, else None
+    cdef Outcome *outcomes        # scratch for several limits
+
+    def __init__(self, limits, tuple trusted_proxies=(), client_ip=None):
+        limits = list(limits)
+        for limit, parts, message in limits:
+            if limit is None or not isinstance(limit, Limit):
+                raise TypeError("a limit must be a Limit")
+        self._compile(limits, trusted_proxies, client_ip)
+        self.single = self.plans[0] if len(self.plans) == 1 else None
+        self.outcomes = <Outcome *>PyMem_Malloc(len(self.plans) * sizeof(Outcome))
+        if self.outcomes == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        PyMem_Free(self.outcomes)
+
+    def check(self, bytes peer_ip not None, list headers not None):
+        """Count one request: a Decision (allowed, status, headers, message)."""
+        cdef bytes ip = self._client(peer_ip, headers)
+        cdef list values = self.scanned
+        self.scanned = None
+        cdef int64_t now = rl_now_ns() * _TICKS_PER_NS
+        cdef _Plan plan = self.single
+        cdef bytes key
+        cdef Outcome out
+        if plan is not None:
+            key = ip if plan.single_ip else _key(plan, ip, values)
+            out = plan.limit.take_c(<const unsigned char *>PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key),
+                                    now, True)
+            return _decision(plan.message, &out)
+        return self._check_all(ip, values, now)
 
     cdef object _check_all(self, bytes ip, list values, int64_t now):
         """Every limit; refunds when one denies; the most restrictive answers."""
@@ -296,7 +337,7 @@ cdef class RouteLimiter:
                     worst = i   # among denials the longest wait
             elif worst < 0 or self.outcomes[i].remaining < self.outcomes[worst].remaining:
                 worst = i       # among allows the lowest remaining
-        return _decision(<_Plan>self.plans[worst], &self.outcomes[worst])
+        return _decision((<_Plan>self.plans[worst]).message, &self.outcomes[worst])
 
 
 cdef bytes _key(_Plan plan, bytes ip, list values):
@@ -326,7 +367,20 @@ cdef inline object _piece(_Plan plan, Py_ssize_t i, bytes ip, list values):
     return _ABSENT if found is None else found
 
 
-cdef Decision _decision(_Plan plan, const Outcome *out):
+def decision(bint allowed, long long limit, long long remaining, double reset_seconds,
+             double retry_after_seconds, str message):
+    """A Decision from a limit's answer computed elsewhere (a Redis-scoped
+    limit's script): the same headers and message as a local limit's."""
+    cdef Outcome out
+    out.allowed = allowed
+    out.limit = limit
+    out.remaining = remaining
+    out.reset = <int64_t>(reset_seconds * _TICKS_PER_SECOND)
+    out.retry_after = <int64_t>(retry_after_seconds * _TICKS_PER_SECOND)
+    return _decision(message, &out)
+
+
+cdef Decision _decision(str message, const Outcome *out):
     cdef Decision decision = Decision.__new__(Decision)
     cdef int64_t reset_s = _ceil_seconds(out.reset)
     cdef int64_t retry_s = 0
@@ -342,5 +396,5 @@ cdef Decision _decision(_Plan plan, const Outcome *out):
     decision.allowed = False
     decision.status = _DENIED_STATUS
     decision.headers = _format_headers(out, reset_s, retry_s, True)
-    decision.message = f"{plan.message}; retry in {retry_s} s"
+    decision.message = f"{message}; retry in {retry_s} s"
     return decision

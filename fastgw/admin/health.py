@@ -1,11 +1,13 @@
 """Health and readiness: what /health and /readyz report.
 
-Components are the clusters (and Redis once fastgw can use one: a component
-is a name, a state and a latency, so it slots in here). A cluster's state
-combines two views of each endpoint:
+Components: each cluster, and Redis when routes use it (`scope: redis`
+limits). A component is a name, a state and a latency.
+
+A cluster's state combines two views of each endpoint:
 
 - the workers' view (`ClusterRuntime.endpoint_states()`, gathered from the
-  status board): health checks or outlier detection may mark it unhealthy;
+  status board): active health checks or outlier detection may have taken
+  it out (`unhealthy`, `ejected`); it is up only if no worker did;
 - a TCP connect made now by the answering worker, which is also the latency
   reported. Results are cached for a second, so a load balancer polling
   /health every second costs each endpoint one connect a second at most.
@@ -14,9 +16,15 @@ combines two views of each endpoint:
     degraded   some are
     unhealthy  none is
 
+Redis: a PING through the answering worker's own client (its command
+timeout applies), `healthy` with its round trip, or `unhealthy`. It is
+required when `redis.failure_mode` is `closed` (its routes answer 503 while
+Redis is away); with `open` they serve unlimited, so the gateway is degraded.
+
 The gateway as a whole is `unhealthy` (HTTP 503) when it is draining, when a
-cluster listed in `admin.required_clusters` is unhealthy, or when every
-cluster is; `degraded` (200) when any component is not healthy.
+required component (`admin.required_clusters`, Redis failing closed) is
+unhealthy, or when every cluster is; `degraded` (200) when any component is
+not healthy.
 
 Readiness (/readyz): ready unless draining, or a required cluster is
 unhealthy by the same test (the connect timeout, PROBE_TIMEOUT, is half of
@@ -71,13 +79,18 @@ def _cluster_state(up: int, total: int) -> str:
     return "degraded" if up else "unhealthy"
 
 
-async def health(config, clusters: list[dict], prober: EndpointProber, draining: bool) -> tuple[int, dict]:
-    """(HTTP status, body). `clusters` is snapshot.aggregate()'s output."""
+async def health(config, clusters: list[dict], prober: EndpointProber, draining: bool,
+                 redis_client=None) -> tuple[int, dict]:
+    """(HTTP status, body). `clusters` is snapshot.aggregate()'s output;
+    `redis_client` the worker's RedisClient, None when no route uses Redis."""
     started = time.monotonic()
-    components = await asyncio.gather(*(_cluster_component(config, c, prober) for c in clusters))
-    required = set(config.admin.required_clusters)
-    failing_required = [c["name"] for c in components if c["state"] == "unhealthy" and c["name"] in required]
-    all_down = bool(components) and all(c["state"] == "unhealthy" for c in components)
+    checks = [_cluster_component(config, c, prober) for c in clusters]
+    if redis_client is not None and config.redis is not None:
+        checks.append(_redis_component(config, redis_client))
+    components = await asyncio.gather(*checks)
+    clusters_only = [c for c in components if c["kind"] == "cluster"]
+    failing_required = [c for c in components if c["state"] == "unhealthy" and c["required"]]
+    all_down = bool(clusters_only) and all(c["state"] == "unhealthy" for c in clusters_only)
     if draining or failing_required or all_down:
         status = "unhealthy"
     elif any(c["state"] != "healthy" for c in components):
@@ -93,10 +106,34 @@ async def health(config, clusters: list[dict], prober: EndpointProber, draining:
     return (503 if status == "unhealthy" else 200), body
 
 
+async def _redis_component(config, client) -> dict:
+    started = time.monotonic()
+    error = None
+    try:
+        reply = await asyncio.wait_for(client.execute("PING"), PROBE_TIMEOUT)
+        if reply not in (b"PONG", "PONG"):
+            error = f"unexpected reply to PING: {reply!r}"
+    except Exception as failure:  # RedisUnavailable, a ReplyError (NOAUTH...), a timeout
+        error = str(failure) or type(failure).__name__
+    latency = time.monotonic() - started
+    component = {
+        "kind": "redis",
+        "name": "redis",
+        "address": config.redis.address,
+        "state": "unhealthy" if error else "healthy",
+        "required": config.redis.failure_mode == "closed",
+        "latency_ms": None if error else round(latency * 1000, 3),
+    }
+    if error:
+        component["error"] = error
+    return component
+
+
 async def _cluster_component(config, cluster: dict, prober: EndpointProber) -> dict:
     endpoints = cluster["endpoints"]
     latencies = await asyncio.gather(*(prober.probe(*_split(e["address"])) for e in endpoints))
     up = [lat for e, lat in zip(endpoints, latencies) if lat is not None and e["state"] in ("healthy", "unknown")]
+    # (unknown: no worker has published yet; the connect decides.)
     return {
         "kind": "cluster",
         "name": cluster["name"],

@@ -145,7 +145,8 @@ class AdminServer:
         return Reply(200, {"status": "ready", "generation": self.generation})
 
     async def health(self, request: Request) -> Reply:
-        status, body = await health(self.config, self.clusters(), self.prober, self.draining())
+        status, body = await health(self.config, self.clusters(), self.prober, self.draining(),
+                                    self.worker.gateway.redis)
         return Reply(status, {**body, "generation": self.generation})
 
     async def show_config(self, request: Request) -> Reply:

@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections import Counter
 
 # Worst first: an endpoint any worker sees as unhealthy is listed as such.
-STATE_RANK = {"unhealthy": 0, "degraded": 1, "healthy": 2}
+# (ClusterRuntime.endpoint_states: healthy, unhealthy by health checks,
+# ejected by outlier detection.)
+STATE_RANK = {"unhealthy": 0, "ejected": 1, "healthy": 2}
 POOL_FIELDS = ("idle", "active", "created", "open")
 
 
@@ -22,7 +24,8 @@ def worker_snapshot(gateway) -> dict:
         clusters[name] = {
             "circuit": breaker.state if breaker is not None else None,
             "endpoints": [
-                {"address": pool.endpoint.address, "state": state, "idle": len(pool.idle),
+                {"address": pool.endpoint.address, "weight": pool.endpoint.weight, "state": state,
+                 "idle": len(pool.idle),
                  "active": pool.active, "created": pool.created, "open": pool.open}
                 for pool, state in runtime.endpoint_states()
             ],
@@ -37,21 +40,29 @@ def worst(states) -> str:
 def aggregate(config, snapshots: list[dict]) -> list[dict]:
     """Per cluster of `config`: endpoints with pool counters summed over the
     workers, their state (the worst any worker reports, with the count per
-    state) and the circuit state count per worker."""
+    state) and the circuit state count per worker. Endpoints are matched by
+    address, in the order the workers list them: discovery (dns,
+    endpoints_file) may have changed them since the config was read."""
     clusters = []
     for name, cluster in config.clusters.items():
         views = [s["clusters"][name] for s in snapshots if name in s.get("clusters", {})]
+        seen: dict[str, list[dict]] = {}
+        for view in views:
+            for endpoint in view["endpoints"]:
+                seen.setdefault(endpoint["address"], []).append(endpoint)
+        if not views:  # no worker has published yet: the configured endpoints, state unknown
+            for endpoint in cluster.endpoints:
+                seen[endpoint.address] = []
+        weights = {endpoint.address: endpoint.weight for endpoint in cluster.endpoints}
         endpoints = []
-        for position, endpoint in enumerate(cluster.endpoints):
-            seen = [v["endpoints"][position] for v in views
-                    if position < len(v["endpoints"]) and v["endpoints"][position]["address"] == endpoint.address]
-            states = Counter(e["state"] for e in seen)
+        for address, reports in seen.items():
+            states = Counter(e["state"] for e in reports)
             endpoints.append({
-                "address": endpoint.address,
-                "weight": endpoint.weight,
+                "address": address,
+                "weight": reports[0].get("weight", 1) if reports else weights.get(address, 1),
                 "state": worst(states) if states else "unknown",
                 "states": dict(states),
-                "pool": {f: sum(e[f] for e in seen) for f in POOL_FIELDS},
+                "pool": {f: sum(e[f] for e in reports) for f in POOL_FIELDS},
             })
         circuits = Counter(v["circuit"] for v in views if v["circuit"] is not None)
         clusters.append({

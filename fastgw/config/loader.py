@@ -15,6 +15,7 @@ from fastgw.config.admin_section import apply_admin_env, read_admin
 from fastgw.config.errors import ConfigError, ErrorList
 from fastgw.config.model import AdminSettings, Cluster, Config, Endpoint, Listener, Route, RouteMatch, ServerSettings, UpstreamTimeouts
 from fastgw.config.reader import Section, parse_or_record
+from fastgw.config.redis_section import check_limit_scopes, read_redis
 from fastgw.config.route_section import read_routes
 from fastgw.config.schema import describe, parse_address, parse_duration, parse_endpoint_url, parse_workers
 from fastgw.config.sections import SERVER_KEY_HOMES, TOP_LEVEL_KEYS, read_clusters, read_listeners, read_server
@@ -46,11 +47,13 @@ def build(document: object, errors: ErrorList, env: Mapping[str, str]) -> Config
     # top to bottom, the order a user fixes them in.
     listeners = read_listeners(top)
     server = read_server(top)
+    redis = read_redis(top)
     clusters = read_clusters(top)
     routes = read_routes(top, clusters)
+    check_limit_scopes(top, redis)
     admin = read_admin(top, listeners, clusters, env)
     config = Config(source=errors.source, listeners=listeners, server=server, clusters=clusters, routes=routes,
-                    admin=admin)
+                    redis=redis, admin=admin)
     config = _apply_env(config, env, errors)
     errors.raise_if_any()
     return config

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 
+from fastgw.config.health_model import DnsDiscovery, EndpointsFile, HealthCheck, OutlierDetection
+
 # Safe defaults, in one place so the README's reference can quote them.
 DEFAULT_MAX_HEADER_BYTES = 16 * 1024
 DEFAULT_MAX_HEADER_COUNT = 100
@@ -53,6 +55,11 @@ DEFAULT_RELOAD_DRAIN = 300.0
 # is forgotten (full allowance again) only when more keys are live at once than
 # fit in its 8-entry bucket; size it above the keys active within one refill.
 DEFAULT_RATE_LIMIT_SLOTS = 65536
+
+# Redis for `scope: redis` rate limits (fastgw/config/redis_section.py).
+DEFAULT_REDIS_TIMEOUT = 0.05          # per command: a request waits at most this for its limit
+DEFAULT_REDIS_CONNECT_TIMEOUT = 1.0
+DEFAULT_REDIS_LOG_INTERVAL = 10.0
 
 # The admin listener: loopback only unless a token protects it (Envoy's port).
 DEFAULT_ADMIN_HOST = "127.0.0.1"
@@ -146,6 +153,12 @@ class Cluster:
     timeouts: UpstreamTimeouts = field(default_factory=UpstreamTimeouts)
     circuit_breaker: CircuitBreaker | None = None  # None: no breaker
     retry_budget: RetryBudget = field(default_factory=RetryBudget)
+    # Health and discovery (config/health_model.py, upstream/health.py, outlier.py, discovery.py).
+    health_check: HealthCheck | None = None
+    outlier_detection: OutlierDetection | None = None
+    panic_threshold: float = 0.0  # percent; 0: no panic mode (no healthy endpoint -> 503)
+    dns: DnsDiscovery | None = None              # endpoints from DNS (then `endpoints` is empty at load)
+    endpoints_file: EndpointsFile | None = None  # endpoints from a watched file (read once at load too)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +198,7 @@ class RateLimit:
     per: float                    # seconds: 1, 60 or 3600
     burst: int
     algorithm: str = "token_bucket"   # or "sliding_window"
-    scope: str = "local"          # the only one built
+    scope: str = "local"          # or "redis": held across gateways sharing the config's `redis`
 
     @property
     def rate_per_second(self) -> float:
@@ -233,6 +246,34 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
+class Redis:
+    """The Redis server `scope: redis` rate limits share (fastgw/redis/).
+
+    Either TCP (`host`, `port`) or a unix socket (`unix_path`). The password
+    is kept out of repr() and out of `address`, which is what logs show.
+    failure_mode "open": a request whose limit Redis cannot answer in
+    `timeout` proceeds unlimited; "closed": it gets 503 rate_limit_unavailable.
+    """
+    host: str = "127.0.0.1"
+    port: int = 6379
+    unix_path: str | None = None
+    db: int = 0
+    username: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
+    timeout: float = DEFAULT_REDIS_TIMEOUT
+    connect_timeout: float = DEFAULT_REDIS_CONNECT_TIMEOUT
+    failure_mode: str = "open"
+    log_interval: float = DEFAULT_REDIS_LOG_INTERVAL
+
+    @property
+    def address(self) -> str:
+        """Where the server is, without credentials: HOST:PORT or unix:PATH."""
+        if self.unix_path is not None:
+            return f"unix:{self.unix_path}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
 class AdminSettings:
     """The admin listener (fastgw/admin/). `token` is the secret itself, read
     from the file, the environment or the config; `token_source` says where
@@ -252,6 +293,7 @@ class Config:
     server: ServerSettings
     clusters: dict[str, Cluster]
     routes: tuple[Route, ...]
+    redis: Redis | None = None    # None: no `redis:` section (no redis-scoped limits allowed)
     admin: AdminSettings = field(default_factory=AdminSettings)
 
     def route_timeouts(self, route: Route) -> UpstreamTimeouts:

@@ -530,9 +530,6 @@ RATE_LIMIT_SCOPES = ("local", "redis")
 
 
 def parse_limit_scope(value: object) -> str:
-    if value == "redis":
-        raise Invalid("scope 'redis' is not implemented yet",
-                      "use scope: local; a local limit holds across all workers of this host, not across hosts")
     if not isinstance(value, str) or value not in RATE_LIMIT_SCOPES:
         raise Invalid(f"unknown scope {value!r}", suggestion(value, RATE_LIMIT_SCOPES, "choose one of"))
     return value

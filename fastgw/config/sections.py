@@ -6,6 +6,7 @@ from functools import partial
 
 from fastgw.config import model
 from fastgw.config.errors import Invalid, child, item
+from fastgw.config.health_section import DISCOVERY_KEYS, HEALTH_KEYS, read_discovery, read_health
 from fastgw.config.model import CircuitBreaker, Cluster, Endpoint, Limits, Listener, ServerSettings, UpstreamTimeouts
 from fastgw.config.reader import Section, parse_or_record
 from fastgw.config.retry_section import read_retry_budget
@@ -15,7 +16,7 @@ from fastgw.config.schema import (
     parse_int, parse_lb, parse_name, parse_rate_limit_slots, parse_size, parse_trusted_proxy, parse_workers,
 )
 
-TOP_LEVEL_KEYS = ("listeners", "server", "clusters", "routes", "admin")
+TOP_LEVEL_KEYS = ("listeners", "server", "clusters", "routes", "redis", "admin")
 SERVER_KEY_HOMES = {"workers": "server", "limits": "server", "trusted_proxies": "server",
                     "rate_limit_slots": "server"}
 
@@ -124,7 +125,8 @@ def _read_server_timeouts(timeouts: Section) -> dict[str, float]:
 
 # --- clusters --------------------------------------------------------------
 
-CLUSTER_KEYS = ("lb", "hash_on", "endpoints", "pool", "timeouts", "circuit_breaker", "retry_budget")
+CLUSTER_KEYS = ("lb", "hash_on", "endpoints", "pool", "timeouts", "circuit_breaker", "retry_budget",
+                *HEALTH_KEYS, *DISCOVERY_KEYS)
 POOL_KEYS = ("max_idle", "idle_timeout")
 ENDPOINT_KEYS = ("url", "weight")
 UPSTREAM_TIMEOUT_KEYS = ("connect", "response_header", "idle", "websocket_idle")
@@ -158,7 +160,7 @@ def read_clusters(top: Section) -> dict[str, Cluster]:
 
 def _read_cluster(name: str, cluster: Section) -> Cluster:
     pool = cluster.section("pool", POOL_KEYS)
-    endpoints = _read_endpoints(cluster)
+    endpoints, discovery = read_discovery(cluster, _read_endpoints)
     lb = cluster.parse("lb", parse_lb, "round_robin")
     return Cluster(
         name=name,
@@ -171,6 +173,8 @@ def _read_cluster(name: str, cluster: Section) -> Cluster:
         timeouts=read_upstream_timeouts(cluster.section("timeouts", UPSTREAM_TIMEOUT_KEYS), UpstreamTimeouts()),
         circuit_breaker=_read_circuit_breaker(cluster) if "circuit_breaker" in cluster.raw else None,
         retry_budget=read_retry_budget(cluster),
+        **read_health(cluster),
+        **discovery,
     )
 
 

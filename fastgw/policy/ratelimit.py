@@ -89,19 +89,24 @@ class RouteLimiter(_native.RouteLimiter):
         self.route = route
 
 
+def has_local_limits(route: Route) -> bool:
+    """Redis-scoped limits are an admission stage instead (fastgw/policy/redis_limit.py)."""
+    return any(limit.scope == "local" for limit in route.rate_limits)
+
+
 def create_table(config: Config) -> LimitTable | None:
-    """The shared table, or None when no route has a limit. Call in the master
-    before forking the workers: they must all use the same mapping."""
-    if not any(route.rate_limits for route in config.routes):
+    """The shared table, or None when no route has a local limit. Call in the
+    master before forking the workers: they must all use the same mapping."""
+    if not any(has_local_limits(route) for route in config.routes):
         return None
     return LimitTable(config.server.rate_limit_slots)
 
 
 def build_limiters(config: Config, table: LimitTable | None) -> dict[int, RouteLimiter]:
-    """route.index -> RouteLimiter, for the routes that have limits."""
+    """route.index -> RouteLimiter, for the routes that have local limits."""
     limiters = {}
     for route in config.routes:
-        if route.rate_limits:
+        if has_local_limits(route):
             if table is None:
                 raise ValueError("routes have rate limits but no LimitTable was created")
             limiters[route.index] = RouteLimiter(route, table, config.server.trusted_proxies)

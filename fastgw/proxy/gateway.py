@@ -47,8 +47,8 @@ def make_route_plan(route: Route, cluster: ClusterRuntime, timeouts, table: Rout
     plan.response_rewrite = HeaderRewrite(add=resp.add, set=resp.set, remove=resp.remove)
     if route.strip_prefix is not None or route.rewrite_path is not None:
         plan.rewrite = functools.partial(table.upstream_path, route)
-    # Host for requests that came without one (HTTP/1.0): the first endpoint.
-    plan.default_host = cluster.config.endpoints[0].address.encode()
+    # Host for requests that came without one (HTTP/1.0): the first endpoint (or the DNS name).
+    plan.default_host = cluster.default_host
     return plan
 
 
@@ -74,11 +74,19 @@ class Gateway(GatewayCore):
         self.allowed_methods = self.routes.allowed_methods
         self.clusters = {name: ClusterRuntime(loop, c, settings.trusted_proxies) for name, c in config.clusters.items()}
         limiters = build_limiters(config, limit_table)
+        self.redis, self.redis_stages = None, {}   # Redis-scoped limits: client, route.index -> stage
+        if any(limit.scope == "redis" for route in config.routes for limit in route.rate_limits):
+            from fastgw.policy.redis_limit import build_stages  # here: hiredis is optional (fastgw[redis])
+            self.redis, self.redis_stages = build_stages(config, loop)
         plans = [None] * (max((r.index for r in config.routes), default=-1) + 1)
         for route in config.routes:
             plan = make_route_plan(route, self.clusters[route.cluster],
                                    config.route_timeouts(route), self.routes)
             plan.limiter = limiters.get(route.index)
+            stages = []
+            if route.index in self.redis_stages:
+                stages.append(self.redis_stages[route.index])
+            plan.admission = tuple(stages) or None
             plans[route.index] = plan
         self.plans = plans
         self.request_ids = RequestIds()
@@ -127,7 +135,12 @@ class Gateway(GatewayCore):
             await asyncio.sleep(min(DRAIN_TICK, max(0.0, self.drain_deadline - now)))
         self._sweeper.cancel()
         self.deadlines.close()
+        for stage in self.redis_stages.values():
+            stage.close()
+        if self.redis is not None:
+            self.redis.close()
         for cluster in self.clusters.values():
+            cluster.close()  # health checks, discovery watchers, timers
             for pool in cluster.pools:
                 pool.close_idle()
 

@@ -13,6 +13,7 @@ from bisect import bisect_left, bisect_right
 from hashlib import blake2b
 
 from fastgw.policy.client_ip import client_ip
+from fastgw.proxy.errors import ProxyError
 
 
 class RoundRobin:
@@ -155,7 +156,11 @@ class RingHash:
 
     __slots__ = ("pools", "points", "owners", "kind", "name", "trusted", "fallback")
 
-    def __init__(self, pools, hash_on: str, trusted_proxies: tuple = ()):
+    def __init__(self, pools, hash_on: str, trusted_proxies: tuple = (), ring: list | None = None):
+        """`ring` (from `build_ring`) may hold more endpoints than `pools`: the
+        points of the others are skipped, so a key whose endpoint is out of
+        service goes to the next point's owner, and every other key stays
+        where it was (only the missing endpoint's keys move)."""
         self.pools = list(pools)
         self.fallback = RoundRobin(self.pools)
         kind, _, name = hash_on.partition(":")
@@ -165,19 +170,11 @@ class RingHash:
         # Header names compare case-insensitively, cookie names exactly.
         self.name = name.lower().encode("ascii") if kind == "header" else name.encode("ascii")
         self.trusted = tuple(trusted_proxies)
-        total_weight = sum(p.endpoint.weight for p in self.pools)
-        per_weight = POINTS_PER_WEIGHT
-        if total_weight * per_weight > MAX_RING_POINTS:
-            per_weight = max(1, MAX_RING_POINTS // total_weight)
-        ring = []
-        for pool in self.pools:
-            address = pool.endpoint.address.encode()
-            for n in range(per_weight * pool.endpoint.weight):
-                # The address breaks (astronomically unlikely) hash ties the same way everywhere.
-                ring.append((stable_hash(b"%s#%d" % (address, n)), address, pool))
-        ring.sort(key=lambda point: point[:2])
-        self.points = [point[0] for point in ring]
-        self.owners = [point[2] for point in ring]
+        if ring is None:
+            ring = build_ring(self.pools)
+        members = set(self.pools)
+        self.points = [point for point, pool in ring if pool in members]
+        self.owners = [pool for point, pool in ring if pool in members]
 
     def key(self, exchange) -> bytes | None:
         """The bytes hashed for this request, or None when it has none."""
@@ -217,13 +214,51 @@ class RingHash:
         return self.owners[index if index < len(points) else 0]
 
 
+def build_ring(pools) -> list:
+    """[(point, pool)] sorted, for every endpoint in `pools`. The ring depends
+    on the endpoints' addresses and weights only; a cluster builds it when its
+    endpoint set changes, not when an endpoint's health does."""
+    total_weight = sum(p.endpoint.weight for p in pools)
+    per_weight = POINTS_PER_WEIGHT
+    if total_weight * per_weight > MAX_RING_POINTS:
+        per_weight = max(1, MAX_RING_POINTS // total_weight)
+    ring = []
+    for pool in pools:
+        address = pool.endpoint.address.encode()
+        for n in range(per_weight * pool.endpoint.weight):
+            # The address breaks (astronomically unlikely) hash ties the same way everywhere.
+            ring.append((stable_hash(b"%s#%d" % (address, n)), address, pool))
+    ring.sort(key=lambda point: point[:2])
+    return [(point, pool) for point, _, pool in ring]
+
+
+class NoHealthyEndpoint:
+    """The balancer of a cluster whose endpoints are all out of service
+    (failing health checks or ejected) and that has no panic mode: every
+    pick is a 503 `no_healthy_endpoint`, decided once when the states
+    changed, not per request."""
+
+    __slots__ = ("error_args",)
+
+    def __init__(self, cluster_name: str, total: int):
+        self.error_args = (503, "no_healthy_endpoint",
+                           f"cluster '{cluster_name}' has no healthy endpoint "
+                           f"(all {total} failing health checks or ejected)")
+
+    def pick(self, exchange=None):
+        raise ProxyError(*self.error_args)
+
+
 BALANCERS = {"round_robin": RoundRobin, "least_request": LeastRequest, "p2c": PowerOfTwo,
              "ring_hash": RingHash}
 
 
-def make_balancer(kind: str, pools, *, hash_on: str | None = None, trusted_proxies: tuple = ()):
+def make_balancer(kind: str, pools, *, hash_on: str | None = None, trusted_proxies: tuple = (),
+                  ring: list | None = None):
+    """A balancer over `pools` (the endpoints in service). For ring_hash,
+    `ring` is the cluster's whole ring (`build_ring` of every endpoint)."""
     if kind == "ring_hash":
         if not hash_on:
             raise ValueError("ring_hash needs hash_on")
-        return RingHash(pools, hash_on, trusted_proxies)
+        return RingHash(pools, hash_on, trusted_proxies, ring)
     return BALANCERS[kind](pools)

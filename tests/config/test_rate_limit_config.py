@@ -78,7 +78,8 @@ def test_each_rate_limit_error(config_errors, find_error):
     find_error(errors, source, f"{path}[5].algorithm", "unknown rate-limit algorithm 'sliding_windo'",
                "did you mean 'sliding_window'?")
     find_error(errors, source, f"{path}[5].scopes", "unknown key", "did you mean 'scope'?")
-    find_error(errors, source, f"{path}[6].scope", "scope 'redis' is not implemented yet", "use scope: local")
+    find_error(errors, source, f"{path}[6].scope", "scope 'redis' needs a top-level redis: section",
+               "add redis: {url: redis://127.0.0.1:6379}, or use scope: local")
     find_error(errors, source, f"{path}[7].key", "missing")
     find_error(errors, source, f"{path}[8].rate", "missing", "rate: 100/s")
     find_error(errors, source, f"{path}[9]", "expected a mapping, got the number 5")

@@ -243,3 +243,39 @@ def test_sigint_during_the_drain_delay_closes_at_once(upstream, gateway_factory)
     for worker in gw.children():  # a second Ctrl-C reaches every process of the group
         os.kill(worker, signal.SIGINT)
     assert gw.wait(10) == 0 and time.monotonic() - started < 5
+
+
+@pytest.mark.timeout(40)
+def test_health_reports_redis_and_config_hides_its_password(upstream, redis_factory, gateway_factory):
+    password = "s3cret-redis-pw-42"
+    redis = redis_factory(extra_args=("--requirepass", password))
+    config = simple_config(upstream.url)
+    config["redis"] = {"url": f"redis://:{password}@127.0.0.1:{redis.port}", "failure_mode": "closed"}
+    config["routes"][0]["rate_limits"] = [{"key": "route", "rate": "1000/s", "burst": 1000, "scope": "redis"}]
+    gw = gateway_factory(config)
+    assert http_request(gw.port, "GET", "/fixed").status == 200  # the limit works through Redis
+
+    body = admin(gw, "GET", "/health").json()
+    components = {c["name"]: c for c in body["components"]}
+    redis_part = components["redis"]
+    assert redis_part["kind"] == "redis" and redis_part["state"] == "healthy", body
+    assert redis_part["required"] is True and redis_part["latency_ms"] >= 0
+    assert redis_part["address"] == f"127.0.0.1:{redis.port}"
+    assert body["status"] == "healthy"
+
+    shown = admin(gw, "GET", "/config")
+    assert password not in shown.body.decode()
+    assert shown.json()["config"]["redis"]["password"] == "<redacted>"
+
+    redis.pause()  # hung: connected, never answers
+    try:
+        resp = admin(gw, "GET", "/health")
+        assert resp.status == 503, resp.describe()
+        redis_part = {c["name"]: c for c in resp.json()["components"]}["redis"]
+        assert redis_part["state"] == "unhealthy" and redis_part["latency_ms"] is None and redis_part["error"]
+    finally:
+        redis.resume()
+    deadline = time.monotonic() + 10
+    while admin(gw, "GET", "/health").status != 200:
+        assert time.monotonic() < deadline, "Redis never came back healthy"
+        time.sleep(0.2)

@@ -128,10 +128,13 @@ class _PeerClosed(Exception):
 
 
 class UpstreamServer:
-    def __init__(self, name: str = "upstream", host: str = "127.0.0.1"):
+    def __init__(self, name: str = "upstream", host: str = "127.0.0.1", port: int = 0):
         self.name = name
         self.host = host
-        self.port: int = 0
+        self.port: int = port                      # 0: a free one, chosen at start
+        # When set, echo requests (any path without its own behaviour) get this
+        # status: an upstream that starts failing, for health and outlier tests.
+        self.status_override: int | None = None
         self.heads: list[RequestRecord] = []       # every request head seen
         self.connections: list[ConnRecord] = []
         self.violations: list[str] = []            # protocol errors in what fastgw sent
@@ -166,7 +169,7 @@ class UpstreamServer:
         asyncio.set_event_loop(loop)
         try:
             self._server = loop.run_until_complete(
-                asyncio.start_server(self._on_connection, self.host, 0, backlog=1024)
+                asyncio.start_server(self._on_connection, self.host, self.port, backlog=1024)
             )
             self.port = self._server.sockets[0].getsockname()[1]
         except BaseException as exc:  # pragma: no cover - reported to start()
@@ -179,7 +182,8 @@ class UpstreamServer:
         loop.close()
 
     def stop(self) -> None:
-        if not self._loop or not self._thread:
+        """Close the listener and every connection; a second call does nothing."""
+        if not self._loop or not self._thread or not self._thread.is_alive():
             return
 
         async def shutdown() -> None:
@@ -471,7 +475,7 @@ class _Session:
         for value in parse_qs(req.query).get("h", []):
             name, _, val = value.partition(":")
             headers.append((name, val))
-        status = int(query.get("status", "200"))
+        status = self.server.status_override or int(query.get("status", "200"))
         body = json.dumps(req.as_json()).encode()
         await self.respond(req, status, headers, body)
         return True

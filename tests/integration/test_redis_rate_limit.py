@@ -1,0 +1,223 @@
+"""Redis-scoped rate limits through the real gateway and a real redis-server:
+one limit held by two gateway processes, 429 answers and RateLimit headers,
+and what happens when Redis dies, hangs or comes back (fail open by default,
+fail closed by config, never a 5xx from the outage itself)."""
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+import pytest
+
+from support import RawClient, assert_gateway_error, cluster, route, simple_config
+
+SECRET = "pw-6f1c"
+
+
+def redis_config(upstream_url: str, redis_url: str, *, rate: str, burst: int, key: str = "route",
+                 **redis_extra) -> dict:
+    config = simple_config(upstream_url)
+    config["redis"] = {"url": redis_url, **redis_extra}
+    config["routes"][0]["rate_limits"] = [{"key": key, "rate": rate, "burst": burst, "scope": "redis"}]
+    return config
+
+
+async def _flood(ports: list[int], seconds: float, conns_per_port: int, log: list) -> None:
+    """Keep-alive GETs on every port until `seconds` pass; appends (time, port, status, head) to log."""
+    request = b"GET /echo/flood HTTP/1.1\r\nHost: t\r\n\r\n"
+    stop = time.monotonic() + seconds
+
+    async def one(port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.monotonic() < stop:
+                writer.write(request)
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+                await reader.readexactly(length)
+                log.append((time.monotonic(), port, int(head[9:12]), head))
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(one(port) for port in ports for _ in range(conns_per_port)))
+
+
+def flood(ports: list[int], seconds: float, conns_per_port: int = 8) -> list:
+    log: list = []
+    asyncio.run(_flood(ports, seconds, conns_per_port, log))
+    return log
+
+
+def statuses(log, since: float = 0.0, until: float = float("inf")) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for t, _, status, _ in log:
+        if since <= t < until:
+            counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+@pytest.mark.timeout(90)
+def test_two_gateways_sharing_one_redis_hold_one_limit(upstream, gateway_factory, redis_server):
+    rate, burst, seconds = 200, 20, 5.0
+    config = redis_config(upstream.url, redis_server.url, rate=f"{rate}/s", burst=burst)
+    first, second = gateway_factory(config), gateway_factory(config)   # two processes, one worker each
+    started = time.monotonic()
+    log = flood([first.port, second.port], seconds)
+    elapsed = time.monotonic() - started
+    counts = statuses(log)
+    assert set(counts) <= {200, 429}, counts
+    per_gateway = {port: sum(1 for _, p, s, _ in log if p == port and s == 200) for port in (first.port, second.port)}
+    assert min(per_gateway.values()) > 0.3 * counts[200], per_gateway   # both really served admitted traffic
+    expected = burst + rate * elapsed
+    assert abs(counts[200] - expected) <= 0.02 * expected, (counts, elapsed, expected)
+    assert counts[429] > counts[200], "the flood never exceeded the limit"
+    # One key in Redis for the route, named by route, position and key value.
+    assert redis_server.command("KEYS", "fastgw:rl:*") == [b"fastgw:rl:all:0:all"]
+
+
+@pytest.mark.timeout(30)
+def test_429_answer_and_rate_limit_headers(upstream, gateway_factory, redis_server):
+    gw = gateway_factory(redis_config(upstream.url, redis_server.url, rate="1/m", burst=3, key="client_ip"))
+    with RawClient(gw.port) as client:
+        for remaining in (2, 1, 0):
+            client.request("GET", "/echo/ok")
+            ok = client.read_response()
+            assert ok.status == 200
+            assert ok.header("ratelimit-limit") == ok.header("x-ratelimit-limit") == "3"
+            assert ok.header("ratelimit-remaining") == ok.header("x-ratelimit-remaining") == str(remaining)
+            assert 0 < int(ok.header("ratelimit-reset")) <= 60 * (3 - remaining)
+        client.request("GET", "/echo/denied")
+        denied = client.read_response()
+        err = assert_gateway_error(denied, 429, "rate_limited")
+        assert "rate limit exceeded: 1 requests per minute per client_ip; retry in" in err["message"]
+        assert 55 <= int(denied.header("retry-after")) <= 60   # one token a minute
+        assert denied.header("ratelimit-remaining") == denied.header("x-ratelimit-remaining") == "0"
+        client.request("GET", "/echo/after")           # the connection stays usable
+        assert client.read_response().status == 429
+    assert [r.target for r in upstream.requests].count("/echo/denied") == 0
+    assert redis_server.command("KEYS", "fastgw:rl:*") == [b"fastgw:rl:all:0:127.0.0.1"]
+
+
+@pytest.mark.timeout(90)
+def test_redis_dies_traffic_flows_and_the_limit_returns_with_it(upstream, gateway_factory, redis_factory):
+    server = redis_factory(extra_args=("--requirepass", SECRET))
+    rate, burst = 50, 5
+    gw = gateway_factory(redis_config(upstream.url, f"redis://:{SECRET}@127.0.0.1:{server.port}",
+                                      rate=f"{rate}/s", burst=burst, log_interval="1s"))
+    log: list = []
+    marks: dict[str, float] = {}
+
+    async def scenario():
+        flooding = asyncio.ensure_future(_flood([gw.port], 7.0, 8, log))
+        await asyncio.sleep(2.0)
+        marks["killed"] = time.monotonic()
+        server.stop()
+        await asyncio.sleep(2.0)
+        marks["restarted"] = time.monotonic()
+        server.start()
+        await flooding
+
+    asyncio.run(scenario())
+    before = statuses(log, until=marks["killed"])
+    during = statuses(log, since=marks["killed"] + 0.1, until=marks["restarted"])
+    after = statuses(log, since=marks["restarted"] + 1.5)    # redialled within the 1 s backoff cap
+    assert set(statuses(log)) <= {200, 429}, statuses(log)   # no 5xx, before, during or after
+    assert before.get(429, 0) > 0 and before[200] <= burst + rate * 2.0 * 1.05, before
+    # Fail open: everything passes while Redis is gone, many times the limit.
+    assert during.get(429, 0) == 0 and during[200] > 3 * rate * 1.9, during
+    unlimited = [head for t, _, _, head in log if marks["killed"] + 0.1 <= t < marks["restarted"]]
+    assert all(b"RateLimit-Limit" not in head for head in unlimited)
+    # The limit applies again once Redis is back (a new, empty Redis: the limit starts full).
+    span = log[-1][0] - (marks["restarted"] + 1.5)
+    assert after.get(429, 0) > 0 and after[200] <= burst + rate * span * 1.05 + 1, (after, span)
+    stderr = gw.stderr()
+    assert re.search(rf"redis at 127\.0\.0\.1:{server.port} unavailable \([^)]*\): \d+ requests to route 'all' "
+                     r"admitted without the limit in the last 1s", stderr), stderr
+    assert "connected again" in stderr
+    assert SECRET not in stderr and SECRET not in gw.stdout()
+
+
+@pytest.mark.timeout(60)
+def test_fail_closed_answers_503_and_other_routes_keep_serving(upstream, gateway_factory, redis_server):
+    config = redis_config(upstream.url, redis_server.url, rate="100/s", burst=100, failure_mode="closed")
+    config["routes"] = [route("free", "main", prefix="/free")] + config["routes"]
+    config["routes"][1]["name"] = "limited"
+    gw = gateway_factory(config)
+    with RawClient(gw.port) as client:
+        client.request("GET", "/echo/up")
+        assert client.read_response().status == 200
+        redis_server.stop()
+        time.sleep(0.2)
+        for _ in range(3):
+            client.request("GET", "/echo/down")
+            refused = client.read_response()
+            err = assert_gateway_error(refused, 503, "rate_limit_unavailable")
+            assert refused.header("retry-after") == "1"
+            assert "rate limit store is unavailable" in err["message"]
+        client.request("GET", "/free/x")
+        assert client.read_response().status == 200
+        redis_server.start()
+        deadline = time.monotonic() + 5
+        while True:
+            client.request("GET", "/echo/back")
+            answer = client.read_response()
+            if answer.status == 200:
+                break
+            assert answer.status == 503 and time.monotonic() < deadline, answer.status
+            time.sleep(0.1)
+        assert answer.header("ratelimit-limit") == "100"
+
+
+@pytest.mark.timeout(60)
+def test_a_slow_redis_times_out_and_fails_open_quickly(upstream, gateway_factory, redis_server):
+    gw = gateway_factory(redis_config(upstream.url, redis_server.url, rate="100/s", burst=100, timeout="50ms"))
+    with RawClient(gw.port) as client:
+        client.request("GET", "/echo/warm")
+        assert client.read_response().header("ratelimit-limit") == "100"
+        blocker = redis_server.send_only("DEBUG", "SLEEP", "1.5")
+        try:
+            time.sleep(0.1)
+            waits = []
+            for _ in range(5):
+                started = time.monotonic()
+                client.request("GET", "/echo/slow")
+                answer = client.read_response()
+                waits.append(time.monotonic() - started)
+                assert answer.status == 200 and answer.header("ratelimit-limit") is None
+        finally:
+            blocker.close()
+        assert max(waits) < 0.4, waits          # the first waits 50 ms, then at once: never 1.5 s
+        time.sleep(1.6)
+        client.request("GET", "/echo/again")
+        assert client.read_response().header("ratelimit-limit") == "100"
+
+
+@pytest.mark.timeout(30)
+def test_two_workers_each_with_a_connection(upstream, gateway_factory, redis_server):
+    gw = gateway_factory(redis_config(upstream.url, redis_server.url, rate="1/h", burst=4), workers=2)
+    gw.wait_children(2)
+    log = flood([gw.port], 1.0, conns_per_port=8)
+    assert statuses(log)[200] == 4, statuses(log)
+    clients = redis_server.command("CLIENT", "LIST").decode().count("cmd=")
+    assert clients >= 2, clients   # one pipelined connection per worker (plus this one)
+
+
+@pytest.mark.timeout(30)
+def test_several_redis_limits_on_one_route_the_most_restrictive_answers(upstream, gateway_factory, redis_server):
+    config = redis_config(upstream.url, redis_server.url, rate="100/s", burst=100)
+    config["routes"][0]["rate_limits"].append(
+        {"key": "header:X-Api-Key", "rate": "1/m", "burst": 2, "scope": "redis"})
+    gw = gateway_factory(config)
+    with RawClient(gw.port) as client:
+        answers = []
+        for key in ("a", "a", "a", "b"):
+            client.request("GET", "/echo/x", headers=[("X-Api-Key", key)])
+            answers.append(client.read_response())
+    assert [a.status for a in answers] == [200, 200, 429, 200]
+    # The per-key limit is the lower one: its state answers.
+    assert [a.header("ratelimit-limit") for a in answers] == ["2", "2", "2", "2"]
+    assert [a.header("ratelimit-remaining") for a in answers] == ["1", "0", "0", "1"]
+    assert "per header:x-api-key" in answers[2].json()["error"]["message"]
+    assert sorted(redis_server.command("KEYS", "fastgw:rl:*")) == [
+        b"fastgw:rl:all:0:all", b"fastgw:rl:all:1:a", b"fastgw:rl:all:1:b"]

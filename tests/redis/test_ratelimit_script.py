@@ -1,0 +1,153 @@
+"""The Redis rate-limit script (fastgw/redis/ratelimit_lua.py) against a real
+redis-server: exact admissions over an interval measured with Redis TIME,
+sliding-window counts, several limits decided atomically (a denial consumes
+nothing), and keys that expire once idle."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import uvloop
+
+from fastgw.config.model import RateLimit
+from fastgw.policy.redis_limit import script_args
+from fastgw.redis import RedisClient
+from fastgw.redis.ratelimit_lua import SOURCE
+
+
+def bucket(rate: str, burst: int) -> list[bytes]:
+    requests, _, unit = rate.partition("/")
+    per = {"s": 1.0, "m": 60.0, "h": 3600.0}[unit]
+    return list(script_args(RateLimit(key=("route",), requests=float(requests), per=per, burst=burst)))
+
+
+def window(requests: int, per: float) -> list[bytes]:
+    return list(script_args(RateLimit(key=("route",), requests=float(requests), per=per, burst=1,
+                                      algorithm="sliding_window")))
+
+
+def evaluate(server, keys: list[bytes], args: list[bytes]):
+    """One script call: [allowed, limit, remaining, reset_ns, retry_ns, position]."""
+    return server.command("EVAL", SOURCE, len(keys), *keys, *args)
+
+
+def redis_now(server) -> float:
+    sec, usec = server.command("TIME")
+    return int(sec) + int(usec) / 1e6
+
+
+def test_script_args_keep_fractional_rates():
+    assert bucket("3000/s", 1) == [b"t", b"333333", b"1"]        # 333,333.3 ns rounded down: >= 3000/s
+    assert bucket("0.5/s", 1) == [b"t", b"2000000000", b"1"]
+    assert bucket("30/m", 7) == [b"t", b"2000000000", b"7"]
+    assert window(1000, 3600.0) == [b"w", b"1000", b"3600000000"]
+
+
+@pytest.mark.timeout(60)
+def test_token_bucket_admits_exactly_the_rate_over_a_redis_timed_interval(redis_server):
+    rate, burst, seconds = 3000.0, 100, 2.0
+    args = bucket(f"{rate:g}/s", burst)
+
+    async def flood():
+        client = RedisClient(asyncio.get_running_loop(), port=redis_server.port, timeout=2.0)
+        script = client.register(SOURCE)
+        client.start()
+        while not client.connected:
+            await asyncio.sleep(0.005)
+        counts = {0: 0, 1: 0}
+        start = redis_now(redis_server)
+        stop = time.monotonic() + seconds
+
+        async def caller():
+            while time.monotonic() < stop:
+                reply = await client.evalsha(script, [b"fastgw:rl:t:0:flood"], args)
+                counts[reply[0]] += 1
+
+        await asyncio.gather(*(caller() for _ in range(64)))
+        end = redis_now(redis_server)
+        client.close()
+        return counts, end - start
+
+    counts, elapsed = uvloop.run(flood())
+    expected = burst + rate * elapsed
+    assert counts[0] > counts[1], f"the flood never exceeded the limit: {counts}"
+    # Never more than the rate allows (1 for the request at the very edge)...
+    assert counts[1] <= expected + 1, (counts, elapsed, expected)
+    # ...and not less: 3,000/s means 3,000/s, not 2,500 (gaps in the flood may lose a few).
+    assert counts[1] >= 0.995 * expected - 2, (counts, elapsed, expected)
+
+
+def test_token_bucket_answer_fields(redis_server):
+    key = [b"fastgw:rl:r:0:k"]
+    first = evaluate(redis_server, key, bucket("1/s", 3))
+    assert first[:3] == [1, 3, 2] and first[4:] == [0, 0]
+    assert 0 < first[3] <= 1_000_000_000       # reset: full again within 1 s
+    evaluate(redis_server, key, bucket("1/s", 3))
+    evaluate(redis_server, key, bucket("1/s", 3))
+    denied = evaluate(redis_server, key, bucket("1/s", 3))
+    assert denied[:3] == [0, 3, 0]
+    assert 0 < denied[4] <= 1_000_000_000      # retry after at most one interval
+    assert denied[3] > 2_000_000_000           # the bucket is full again after ~3 s
+
+
+def test_sliding_window_counts_and_denies(redis_server):
+    # Start just after a window boundary (Redis's clock) so the calls share one window.
+    while redis_now(redis_server) % 1 > 0.2:
+        time.sleep(0.01)
+    key = [b"fastgw:rl:r:0:w"]
+    replies = [evaluate(redis_server, key, window(5, 1.0)) for _ in range(7)]
+    assert [r[0] for r in replies] == [1, 1, 1, 1, 1, 0, 0]
+    assert [r[2] for r in replies[:5]] == [4, 3, 2, 1, 0]
+    assert all(r[1] == 5 for r in replies)
+    denied = replies[-1]
+    assert 0 < denied[4] <= 2_000_000_000 and denied[3] == denied[4]
+
+
+def test_several_limits_are_atomic_and_a_denial_consumes_nothing(redis_server):
+    keys = [b"fastgw:rl:r:0:a", b"fastgw:rl:r:1:b"]
+    args = bucket("1/s", 10) + window(2, 3600.0)
+    first = evaluate(redis_server, keys, args)
+    assert first[0] == 1 and first[5] == 1 and first[2] == 1   # the lower remaining answers: the window's
+    second = evaluate(redis_server, keys, args)
+    assert second[0] == 1 and second[2] == 0
+    third = evaluate(redis_server, keys, args)
+    assert third[0] == 0 and third[5] == 1                      # denied by the window
+    # The token bucket was charged for the two admitted requests only.
+    alone = evaluate(redis_server, keys[:1], bucket("1/s", 10))
+    assert alone[0] == 1 and alone[2] == 10 - 3, alone
+
+
+def test_idle_keys_expire(redis_server):
+    evaluate(redis_server, [b"fastgw:rl:r:0:e"], bucket("100/s", 5))   # full again after 10 ms
+    ttl = redis_server.command("PTTL", b"fastgw:rl:r:0:e")
+    assert 0 < ttl <= 10
+    evaluate(redis_server, [b"fastgw:rl:r:0:w"], window(10, 1.0))
+    assert 1000 < redis_server.command("PTTL", b"fastgw:rl:r:0:w") <= 2000
+    time.sleep(0.05)
+    assert redis_server.command("EXISTS", b"fastgw:rl:r:0:e") == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_flood_of_distinct_keys_does_not_accumulate(redis_server):
+    """20,000 distinct client keys at 100/s burst 5: each key is idle 50 ms
+    after its request, and Redis drops it then; the gateway keeps no per-key state."""
+    args = bucket("100/s", 5)
+
+    async def flood():
+        client = RedisClient(asyncio.get_running_loop(), port=redis_server.port, timeout=5.0)
+        script = client.register(SOURCE)
+        client.start()
+        while not client.connected:
+            await asyncio.sleep(0.005)
+        for start in range(0, 20_000, 1000):
+            replies = await asyncio.gather(*(client.evalsha(script, [b"fastgw:rl:r:0:10.%d" % i], args)
+                                             for i in range(start, start + 1000)))
+            assert all(reply[0] == 1 for reply in replies)
+        client.close()
+
+    uvloop.run(flood())
+    deadline = time.monotonic() + 5
+    while redis_server.command("DBSIZE") > 0:   # expired keys go (lazily on access, actively in the background)
+        assert time.monotonic() < deadline, redis_server.command("DBSIZE")
+        time.sleep(0.1)
