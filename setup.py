@@ -9,7 +9,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 DEBUG = os.environ.get("FASTGW_DEBUG") == "1"
-NATIVE = ["router", "headers", "deadlines", "proxy", "ratelimit", "limiter"]
+NATIVE = ["router", "headers", "deadlines", "metrics", "proxy", "ratelimit", "limiter"]
 
 extensions = [
     Extension(

@@ -21,6 +21,9 @@ cdef class MessageInfo:
     cdef public bint upgrade            # any Upgrade header with Connection: upgrade
     cdef public bytes request_id
     cdef public frozenset connection_tokens  # None when Connection lists only close/keep-alive/upgrade
+    cdef public bytes traceparent       # request: the client's traceparent value (None if absent)
+    cdef public bytes sent_traceparent  # request: the traceparent line sent upstream, once built
+    cdef public bint event_stream       # response: Content-Type text/event-stream (SSE)
 
     cdef void _fail(self, int status, str code, str message)
 
@@ -46,8 +49,9 @@ cpdef MessageInfo scan_request(list headers, bint http11)
 cpdef MessageInfo scan_response(list headers, bint http11)
 cpdef bytes build_request_head(bytes method, bytes target, list headers, MessageInfo info,
                                HeaderRewrite rw, bytes client_ip, bytes request_id,
-                               bytes default_host)
+                               bytes default_host, bint trace=*)
 cpdef bytes build_response_head(int status, bytes reason, list headers, MessageInfo info,
                                 HeaderRewrite rw, bytes request_id, int framing, bint keep_alive,
                                 bint http10_client=*, bytes extra=*)
 cpdef bytes status_line(int status, bytes reason=*)
+cpdef bytes trace_id_of(bytes traceparent)

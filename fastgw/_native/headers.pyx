@@ -20,7 +20,7 @@ Header names are compared case-insensitively; lower-case copies are made only
 for names whose length matches a name some rule asks about.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
-from libc.string cimport memcmp
+from libc.string cimport memcmp, memcpy
 
 import os
 
@@ -204,6 +204,9 @@ cpdef MessageInfo scan_request(list headers, bint http11):
         value = <bytes>pair[1]
         hid = classify(name)
         if hid == H_OTHER:
+            if (PyBytes_GET_SIZE(name) == 11 and info.traceparent is None
+                    and _ieq(PyBytes_AS_STRING(name), b"traceparent", 11)):
+                info.traceparent = value
             continue
         if hid == H_HOST:
             hosts += 1
@@ -261,6 +264,8 @@ cpdef MessageInfo scan_response(list headers, bint http11):
         value = <bytes>pair[1]
         hid = classify(name)
         if hid == H_OTHER:
+            if PyBytes_GET_SIZE(name) == 12 and _ieq(PyBytes_AS_STRING(name), b"content-type", 12):
+                info.event_stream = _is_event_stream(value)
             continue
         if hid == H_CONTENT_LENGTH:
             info.content_length = _parse_length(value)
@@ -327,7 +332,7 @@ cdef inline bint _dropped(bytes name, HeaderRewrite rw, frozenset conn_tokens):
 
 cpdef bytes build_request_head(bytes method, bytes target, list headers, MessageInfo info,
                                HeaderRewrite rw, bytes client_ip, bytes request_id,
-                               bytes default_host):
+                               bytes default_host, bint trace=False):
     """The upstream request head: one bytes object, ready for one write.
 
     Host is passed through; X-Forwarded-For gets the client address appended;
@@ -336,7 +341,8 @@ cpdef bytes build_request_head(bytes method, bytes target, list headers, Message
     An HTTP/1.0 request without Host gets `default_host` (the upstream request is
     HTTP/1.1, where Host is mandatory). A route rule that sets or removes one of
     these gateway-written headers replaces the gateway's line; Content-Length
-    is never removed.
+    is never removed. With `trace`, the client's traceparent is replaced by
+    the gateway's span in the same trace (see `_write_traceparent`).
     """
     cdef list out = [method, b" ", target, b" HTTP/1.1\r\n"]
     cdef tuple pair
@@ -351,6 +357,8 @@ cpdef bytes build_request_head(bytes method, bytes target, list headers, Message
         if hid == H_OTHER:
             if (rw.lengths or conn_tokens is not None) and _dropped(name, rw, conn_tokens):
                 continue
+            if trace and PyBytes_GET_SIZE(name) == 11 and _ieq(PyBytes_AS_STRING(name), b"traceparent", 11):
+                continue  # replaced below
             out.append(name)
             out.append(b": ")
             out.append(value)
@@ -392,6 +400,8 @@ cpdef bytes build_request_head(bytes method, bytes target, list headers, Message
         out.append(b"X-Request-ID: ")
         out.append(request_id)
         out.append(b"\r\n")
+    if trace:
+        out.append(_write_traceparent(info))
     if not rw.empty:
         out.append(rw.appended)
     out.append(b"\r\n")
@@ -491,3 +501,129 @@ cdef class RequestIds:
     cpdef bytes next(self):
         self.counter += 1
         return self.prefix + (b"%08x" % self.counter)
+
+
+cdef bint _is_event_stream(bytes value):
+    """Content-Type is text/event-stream (any case, parameters allowed)."""
+    cdef bytes v = value.strip()
+    return PyBytes_GET_SIZE(v) >= 17 and _ieq(PyBytes_AS_STRING(v), b"text/event-stream", 17) \
+        and (PyBytes_GET_SIZE(v) == 17 or v[17:18] in (b";", b" ", b"\t"))
+
+
+# --- W3C trace context ----------------------------------------------------
+#
+# traceparent = version "-" trace-id "-" parent-id "-" flags, lower-case hex:
+# 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01. The gateway is a
+# span of the trace: upstream it sends the same trace id and flags with its
+# own span id as the parent id. A missing or invalid header starts a new
+# trace (flags 01, sampled: the gateway exports no spans itself, and a
+# downstream parent-based sampler should still record). tracestate is vendor
+# data the gateway has no business in: it is passed through as received.
+# Ids come from a splitmix64 stream seeded from os.urandom in each process
+# (after fork too): unique, not secret, and far cheaper than a syscall per
+# request.
+
+cdef unsigned long long _rng_state = 0
+cdef const char *_HEX = b"0123456789abcdef"
+
+
+def _reseed():
+    global _rng_state
+    _rng_state = int.from_bytes(os.urandom(8), "little")
+
+
+_reseed()
+os.register_at_fork(after_in_child=_reseed)
+
+
+cdef inline unsigned long long _next64() noexcept nogil:
+    global _rng_state
+    _rng_state += 0x9e3779b97f4a7c15ULL
+    cdef unsigned long long z = _rng_state
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL
+    return z ^ (z >> 31)
+
+
+cdef inline void _hex64(char *out, unsigned long long v) noexcept nogil:
+    cdef int i
+    for i in range(16):
+        out[15 - i] = _HEX[v & 15]
+        v >>= 4
+
+
+cdef inline bint _is_hex(const char *s, Py_ssize_t n, bint *all_zero) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef char c
+    all_zero[0] = True
+    for i in range(n):
+        c = s[i]
+        if not ((48 <= c <= 57) or (97 <= c <= 102)):
+            return False
+        if c != 48:
+            all_zero[0] = False
+    return True
+
+
+cdef bint _valid_traceparent(bytes value) noexcept:
+    """Version 00 exactly, or a later version's 00-compatible prefix; the
+    trace and parent ids must not be all zeros; version ff is invalid."""
+    cdef const char *s = PyBytes_AS_STRING(value)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(value)
+    cdef bint zero
+    if n < 55 or s[2] != 45 or s[35] != 45 or s[52] != 45:
+        return False
+    if not _is_hex(s, 2, &zero) or (s[0] == 102 and s[1] == 102):
+        return False
+    if zero:  # version 00: nothing may follow
+        if n != 55:
+            return False
+    elif n > 55 and s[55] != 45:
+        return False
+    if not _is_hex(s + 3, 32, &zero) or zero:
+        return False
+    if not _is_hex(s + 36, 16, &zero) or zero:
+        return False
+    return _is_hex(s + 53, 2, &zero)
+
+
+cdef bytes _write_traceparent(MessageInfo info):
+    """The traceparent header line for the upstream (kept in info.sent_traceparent:
+    trace id at [16:48], the gateway's span id at [49:65])."""
+    cdef char line[70]
+    cdef bytes incoming = info.traceparent
+    cdef const char *s
+    memcpy(line, b"traceparent: 00-", 16)
+    if incoming is not None:
+        incoming = incoming.strip()
+    if incoming is not None and _valid_traceparent(incoming):
+        s = PyBytes_AS_STRING(incoming)
+        memcpy(line + 16, s + 3, 32)
+        line[66] = s[53]
+        line[67] = s[54]
+    else:
+        _hex64(line + 16, _next64())
+        _hex64(line + 32, _next64())
+        line[66] = 48
+        line[67] = 49   # 01: sampled
+    line[48] = 45
+    _hex64(line + 49, _next64())
+    line[65] = 45
+    line[68] = 13
+    line[69] = 10
+    info.sent_traceparent = line[:70]
+    return info.sent_traceparent
+
+
+cpdef bytes trace_id_of(bytes traceparent):
+    """The trace id of a valid traceparent value, else None (for logs)."""
+    if traceparent is None:
+        return None
+    traceparent = traceparent.strip()
+    if not _valid_traceparent(traceparent):
+        return None
+    return traceparent[3:35]
+
+
+def valid_traceparent(bytes value):
+    return _valid_traceparent(value.strip())

@@ -42,6 +42,9 @@ from fastgw._native.headers cimport (
     F_CHUNKED, F_CLOSE, F_LENGTH, F_NONE, HeaderRewrite, MessageInfo, RequestIds,
     build_request_head, build_response_head, scan_request, scan_response,
 )
+from fastgw._native.metrics cimport (
+    G_CONNECTIONS_OPEN, G_CONNECTIONS_TOTAL, G_IN_FLIGHT, STREAM_SSE, WorkerMetrics, now_ns,
+)
 from fastgw.proxy.errors import CONTINUE_100, ProxyError, error_reply
 
 log = logging.getLogger("fastgw")
@@ -132,6 +135,9 @@ cdef class GatewayCore:
     cdef public Py_ssize_t max_header_count
     cdef public double client_header_timeout
     cdef public double keepalive_timeout
+    cdef public WorkerMetrics metrics     # None: metrics off (fastgw/observe/metrics.py)
+    cdef public object access_log         # None, or .log(exchange) (fastgw/observe/access_log.py)
+    cdef public bint trace                # W3C traceparent propagation
 
 
 cdef class RoutePlan:
@@ -149,6 +155,7 @@ cdef class RoutePlan:
     cdef public tuple admission           # None, or stages with .admit(exchange) (phase 4, async)
     cdef public object retry              # None, or a RetryRule (fastgw/policy/retry.py): phase 11
     cdef public double try_timeout        # response head deadline of one try
+    cdef public int index                 # route.index: the route's metrics block
 
 
 # ---------------------------------------------------------------------------
@@ -168,8 +175,10 @@ cdef class EndpointPool:
     cdef public long active      # exchanges using this endpoint now (least_request reads it)
     cdef public long created     # connections ever opened
     cdef public long open        # connections open now
+    cdef public int metrics_index  # the endpoint's metrics block; -1: none
 
     def __init__(self, loop, endpoint, cluster):
+        self.metrics_index = -1
         self.loop = loop
         self.endpoint = endpoint
         self.idle = []
@@ -181,6 +190,8 @@ cdef class EndpointPool:
         """Attach a connection to `exchange`: an idle one now, else a new one
         once connected (`upstream_ready` or `upstream_connect_failed`)."""
         cdef UpstreamConnection conn
+        if exchange.timed and exchange.up_t0 == 0:
+            exchange.up_t0 = now_ns()  # upstream time runs until _release_endpoint
         while self.idle and not fresh:
             conn = self.idle.pop()
             if not conn.transport.is_closing():
@@ -389,7 +400,9 @@ cdef class UpstreamConnection:
     def on_headers_complete(self):
         parser = self.parser
         if self.exchange is not None:
-            self.exchange.response_head(self, parser.get_status_code(), self.reason, self.headers,
+            status = parser.get_status_code()
+            self.exchange.status = status
+            self.exchange.response_head(self, status, self.reason, self.headers,
                                         parser.get_http_version() == "1.1")
 
     def on_body(self, bytes body):
@@ -453,7 +466,7 @@ cdef class Exchange(Timed):
     cdef public bint finished
     cdef int framing             # what the client gets
     cdef int upstream_framing    # what the upstream sends
-    cdef long long body_bytes
+    cdef public long long body_bytes
     cdef public bint upgraded
     cdef tuple local_reply       # (status, code, message, extra headers) or None
     cdef bint continue_sent
@@ -468,10 +481,18 @@ cdef class Exchange(Timed):
     cdef int admission_state     # ADMIT_*
     cdef object admission_verdict  # a verdict given while its stage's admit() was still running
     cdef list finish_callbacks   # None, or callables run once when the exchange ends
-    cdef public int tries        # retries made (phase 11), not counting stale-connection replays
     cdef EndpointPool failed_pool  # the endpoint the last try failed on
     cdef object retry_timer      # the backoff before the next try
     cdef bint holds_retry        # counted in the cluster's retry budget
+    # Observability (fastgw/observe): timed when metrics or the access log are on.
+    cdef public bint timed
+    cdef bint accounted          # counted once, when it finished
+    cdef bint event_stream       # an SSE response: a stream for the metrics
+    cdef public int status       # what the client got (0: nothing)
+    cdef public long long started_ns, up_t0, upstream_ns, duration_ns, bytes_out
+    cdef public bytes target     # the request target as received (access log)
+    cdef public int retries      # tries after the first (phase 11; not stale-connection replays)
+    cdef public int rate_limit   # 0: no limit on the route, 1: allowed, 2: denied
 
     def __init__(self, ClientConnection client, bytes method, MessageInfo info,
                  bytes request_id, bint keep_alive, bint http11):
@@ -485,6 +506,12 @@ cdef class Exchange(Timed):
         self.early_tunnel_data = []
         self.pending_out = []
         self.sent = []
+        cdef GatewayCore gateway = client.gateway
+        if gateway.metrics is not None or gateway.access_log is not None:
+            self.timed = True
+            self.started_ns = now_ns()
+            if gateway.metrics is not None:
+                gateway.metrics.add(G_IN_FLIGHT, 1)
 
     # -- setup -------------------------------------------------------------
     cdef void proxy_to(self, RoutePlan plan, bytes head):
@@ -534,7 +561,7 @@ cdef class Exchange(Timed):
                     return
             self.admission_state = 0
             if verdict is not None:
-                self.fail(verdict)
+                self._refuse(verdict)
                 return
         self._select_upstream()
 
@@ -548,9 +575,20 @@ cdef class Exchange(Timed):
             return
         self.admission_state = 0
         if verdict is not None:
-            self.fail(verdict)
+            self._refuse(verdict)
         else:
             self._run_admission()
+
+    cdef void _refuse(self, error):
+        """An admission stage said no. Nothing went upstream: a request without a
+        body keeps its connection (the rest of a body would have to be read and
+        dropped first, so a request with one is answered on a closing connection)."""
+        if self.request_done or (not self.info.chunked and self.info.content_length <= 0):
+            self.response_done = True
+            self._write_error(error.status, error.code, error.message, error.headers)
+            self._response_finished()
+        else:
+            self.fail(error)
 
     def add_response_headers(self, bytes lines):
         """Header lines ("Name: value\r\n" each) for the response this exchange sends."""
@@ -627,6 +665,8 @@ cdef class Exchange(Timed):
             self.outcome = OUTCOME_CANCELLED
         self._mark_finished()
         self._release_endpoint()
+        if self.timed:
+            self._account()
         cdef UpstreamConnection upstream = self.upstream
         if upstream is not None:
             self.upstream = None
@@ -686,10 +726,12 @@ cdef class Exchange(Timed):
         if status >= 500:
             self.outcome = OUTCOME_5XX
             retry = self.plan.retry
-            if retry is not None and status in retry.statuses and self.tries < retry.attempts:
+            if retry is not None and status in retry.statuses and self.retries < retry.attempts:
                 if self._retry_status(conn, retry, headers):
                     return
         cdef MessageInfo info = scan_response(headers, http11)
+        if info.event_stream and self.timed:
+            self._stream_opened()
         if info.error_status:
             self.upstream_bad_response(conn, info.error_message)
             return
@@ -738,6 +780,7 @@ cdef class Exchange(Timed):
             self._arm(WAIT_IDLE, self.plan.idle_timeout)
 
     cdef void response_body(self, bytes body):
+        self.bytes_out += len(body)
         if self.framing == F_CHUNKED:
             self.client.send3(b"%x\r\n" % len(body), body, CRLF)
         elif self.framing != F_NONE:
@@ -769,6 +812,8 @@ cdef class Exchange(Timed):
             self.upstream = None
             conn.exchange = None
             self._release_endpoint()
+            if self.timed:
+                self._account()
             self.client.start_tunnel(self, conn, extra)
         else:
             self.upstream_bad_response(conn, "unexpected protocol switch from upstream")
@@ -838,7 +883,7 @@ cdef class Exchange(Timed):
 
     cdef bint _may_retry(self, bint nothing_sent):
         retry = self.plan.retry
-        if self.response_started or self.finished or self.upgraded or self.tries >= retry.attempts:
+        if self.response_started or self.finished or self.upgraded or self.retries >= retry.attempts:
             return False
         if not nothing_sent:
             # The request may have reached the upstream: only methods that may
@@ -856,11 +901,11 @@ cdef class Exchange(Timed):
         self._release_endpoint()  # reports the failed try's outcome to the cluster
         self.failed_pool = self.pool
         self.outcome = OUTCOME_OK
-        self.tries += 1
+        self.retries += 1
         if not nothing_sent:
             self.pending_out = list(self.sent)
             self.pending_bytes = self.sent_bytes
-        cdef double delay = self.plan.retry.backoff(self.tries)
+        cdef double delay = self.plan.retry.backoff(self.retries)
         if wait > delay:
             delay = wait
         self.retry_timer = self.client.loop.call_later(delay, self._try_again)
@@ -953,11 +998,14 @@ cdef class Exchange(Timed):
         if self.counted:
             self.counted = False
             self.pool.active -= 1
+            if self.timed:
+                self._upstream_done()
             cluster = self.plan.cluster
             if cluster.watches_outcomes:
                 cluster.report(self.pool, self.outcome)
 
     cdef void _write_error(self, int status, str code, str message, bytes extra=b""):
+        self.status = status
         self.client.send(error_reply(status, code, message, self.request_id,
                                      self.keep_alive, extra))
 
@@ -979,6 +1027,8 @@ cdef class Exchange(Timed):
         self.response_done = True
         self._mark_finished()
         self._release_endpoint()
+        if self.timed:
+            self._account()
         self.client.abort()
 
     cdef void _response_finished(self):
@@ -989,7 +1039,50 @@ cdef class Exchange(Timed):
         if self.response_done and (self.request_done or not self.keep_alive) and not self.finished:
             self._mark_finished()
             self._release_endpoint()
+            if self.timed:
+                self._account()
             self.client.exchange_finished(self)
+
+    # -- observability -----------------------------------------------------------
+    cdef void _upstream_done(self):
+        """One use of an endpoint ended: its time and outcome."""
+        cdef long long spent = now_ns() - self.up_t0 if self.up_t0 else 0
+        self.up_t0 = 0
+        self.upstream_ns += spent
+        cdef WorkerMetrics metrics = self.client.gateway.metrics
+        if metrics is not None:
+            metrics.upstream_done(self.pool.metrics_index, self.plan.index, self.outcome, spent)
+
+    cdef void _stream_opened(self):
+        cdef WorkerMetrics metrics = self.client.gateway.metrics
+        if metrics is not None and not self.event_stream:
+            self.event_stream = True
+            metrics.stream_opened(STREAM_SSE)
+
+    cdef void _account(self):
+        """The exchange is over (once): metrics, then the access log."""
+        if self.accounted:
+            return
+        self.accounted = True
+        self.duration_ns = now_ns() - self.started_ns
+        cdef GatewayCore gateway = self.client.gateway
+        cdef WorkerMetrics metrics = gateway.metrics
+        if metrics is not None:
+            metrics.request_done(self.plan.index if self.plan is not None else -1, self.method,
+                                 self.status, self.duration_ns, self.upstream_ns, self.body_bytes,
+                                 self.bytes_out)
+            if self.event_stream:
+                metrics.stream_closed(STREAM_SSE)
+        if gateway.access_log is not None:
+            try:
+                gateway.access_log.log(self)
+            except Exception as err:  # a logging bug must not break the request path
+                gateway.log_internal_error("access log", err)
+
+    @property
+    def endpoint(self):
+        """The address of the endpoint last used, or None."""
+        return self.pool.endpoint.address if self.pool is not None else None
 
 
 # ---------------------------------------------------------------------------
@@ -1039,6 +1132,9 @@ cdef class ClientConnection(Timed):
         if peer:
             self.peer_ip = peer[0].encode()
         self.gateway.connections.add(self)
+        if self.gateway.metrics is not None:
+            self.gateway.metrics.add(G_CONNECTIONS_OPEN, 1)
+            self.gateway.metrics.add(G_CONNECTIONS_TOTAL, 1)
         self.last_activity = self.gateway.deadlines.now
         self.gateway.deadlines.arm(self, self.gateway.client_header_timeout)
 
@@ -1083,6 +1179,8 @@ cdef class ClientConnection(Timed):
     def connection_lost(self, exc):
         self.closed = True
         self.gateway.connections.discard(self)
+        if self.gateway.metrics is not None:
+            self.gateway.metrics.add(G_CONNECTIONS_OPEN, -1)
         if self.linger_timer is not None:
             self.linger_timer.cancel()
             self.linger_timer = None
@@ -1155,6 +1253,7 @@ cdef class ClientConnection(Timed):
         cdef Exchange ex = Exchange(self, method, info, request_id,
                                     info.keep_alive and not gateway.draining, http11)
         ex.request_headers = self.headers
+        ex.target = self.url
         self.parsing = ex
         if info.upgrade:
             self.upgrading = ex
@@ -1216,12 +1315,16 @@ cdef class ClientConnection(Timed):
             return
         route, params = found
         cdef RoutePlan plan = <RoutePlan>gateway.plans[route.index]
+        ex.plan = plan  # local replies from here on count under the route
         if info.content_length > gateway.max_body_bytes:
             ex.reply_locally(413, "body_too_large",
                              f"request body larger than {gateway.max_body_bytes} bytes", False)
             return
         if plan.limiter is not None:  # phase 4: limit
             decision = plan.limiter.check(self.peer_ip, self.headers)
+            ex.rate_limit = 1 if decision.allowed else 2
+            if gateway.metrics is not None:
+                gateway.metrics.rate_limited(plan.index, decision.allowed)
             if not decision.allowed:
                 ex.reply_locally(decision.status, "rate_limited", decision.message, -1,
                                  decision.headers)
@@ -1242,7 +1345,7 @@ cdef class ClientConnection(Timed):
             target += query
         ex.proxy_to(plan, build_request_head(method, target, self.headers, info,
                                              plan.request_rewrite, self.peer_ip, ex.request_id,
-                                             plan.default_host))
+                                             plan.default_host, gateway.trace))
 
     # -- the queue of exchanges -----------------------------------------------
     cdef void _enqueue(self, Exchange ex):

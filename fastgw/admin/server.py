@@ -27,6 +27,7 @@ import orjson
 from fastgw.admin.health import EndpointProber, health, readiness
 from fastgw.admin.snapshot import aggregate
 from fastgw.admin.views import config_view, routes_view
+from fastgw.observe.metrics import CONTENT_TYPE, render_prometheus
 
 log = logging.getLogger("fastgw")
 
@@ -70,6 +71,7 @@ ENDPOINTS = {
     ("GET", "/routes"): ("show_routes", False),
     ("GET", "/clusters"): ("show_clusters", False),
     ("GET", "/openapi.json"): ("openapi", False),
+    ("GET", "/metrics"): ("metrics", False),
     ("POST", "/reload"): ("reload", False),
     ("POST", "/drain"): ("drain_gateway", False),
 }
@@ -160,6 +162,16 @@ class AdminServer:
         workers = sum(1 for s in self.board.slots() if s.generation == self.generation)
         return Reply(200, {"generation": self.generation, "workers": workers, "clusters": clusters})
 
+    async def metrics(self, request: Request) -> Reply:
+        """Prometheus text: the shared table summed over every process
+        (fastgw/observe/metrics.py), then the reload figures from the
+        status board (the master's, so they survive every generation)."""
+        process_metrics = self.worker.gateway.process_metrics
+        if process_metrics is None:
+            return error_reply(404, "metrics_off", "metrics are off (metrics.enabled: false)")
+        text = render_prometheus(process_metrics.shared) + reload_metrics(self.board.header())
+        return Reply(200, text, content_type=CONTENT_TYPE.encode())
+
     async def openapi(self, request: Request) -> Reply:
         return Reply(200, openapi_document())
 
@@ -213,6 +225,28 @@ class AdminServer:
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
             conn.transport.abort()
+
+
+def reload_metrics(header) -> bytes:
+    """Prometheus lines for config reloads, from the status board header."""
+    last = header.last_result
+    ok = header.reloads_done - header.reloads_failed
+    lines = [
+        "# HELP fastgw_config_reloads_total Config reloads finished (SIGHUP, POST /reload), by result.",
+        "# TYPE fastgw_config_reloads_total counter",
+        f'fastgw_config_reloads_total{{result="ok"}} {ok}',
+        f'fastgw_config_reloads_total{{result="failed"}} {header.reloads_failed}',
+        "# HELP fastgw_config_last_reload_successful Whether the last reload succeeded (1 before any).",
+        "# TYPE fastgw_config_last_reload_successful gauge",
+        f"fastgw_config_last_reload_successful {0 if last is not None and not last.get('ok') else 1}",
+        "# HELP fastgw_config_last_reload_timestamp_seconds When the last reload finished (0: none yet).",
+        "# TYPE fastgw_config_last_reload_timestamp_seconds gauge",
+        f"fastgw_config_last_reload_timestamp_seconds {header.last_time:.3f}",
+        "# HELP fastgw_config_generation The generation of workers serving (1 + successful reloads).",
+        "# TYPE fastgw_config_generation gauge",
+        f"fastgw_config_generation {header.generation}",
+    ]
+    return ("\n".join(lines) + "\n").encode()
 
 
 _OPENAPI: bytes | None = None

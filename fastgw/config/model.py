@@ -274,6 +274,44 @@ class Redis:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    enabled: bool = True          # shared-memory counters; /metrics renders them
+
+
+@dataclass(frozen=True, slots=True)
+class AccessLog:
+    """One JSON line per request (fastgw/observe/access_log.py)."""
+    enabled: bool = False
+    path: str | None = None       # None: stdout
+    sampling: float = 1.0         # share of requests logged, 0..1
+    flush_interval: float = 1.0
+    headers: tuple[bytes, ...] = ()          # request headers to log (lower-case)
+    redact_headers: tuple[bytes, ...] = (b"authorization", b"proxy-authorization", b"cookie", b"x-api-key")
+    redact_query: tuple[str, ...] = ("token", "access_token", "api_key", "apikey", "password", "secret")
+
+
+@dataclass(frozen=True, slots=True)
+class SpanExport:
+    """OpenTelemetry span export over OTLP/HTTP (fastgw/observe/otel.py)."""
+    endpoint: str                 # e.g. http://127.0.0.1:4318/v1/traces
+    service_name: str = "fastgw"
+    flush_interval: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Tracing:
+    propagate: bool = True        # W3C traceparent: continue it (gateway span) or start one
+    export: SpanExport | None = None  # None: no spans exported
+
+
+@dataclass(frozen=True, slots=True)
+class Observe:
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    access_log: AccessLog = field(default_factory=AccessLog)
+    tracing: Tracing = field(default_factory=Tracing)
+
+
+@dataclass(frozen=True, slots=True)
 class AdminSettings:
     """The admin listener (fastgw/admin/). `token` is the secret itself, read
     from the file, the environment or the config; `token_source` says where
@@ -294,6 +332,7 @@ class Config:
     clusters: dict[str, Cluster]
     routes: tuple[Route, ...]
     redis: Redis | None = None    # None: no `redis:` section (no redis-scoped limits allowed)
+    observe: Observe = field(default_factory=Observe)  # metrics, access_log, tracing
     admin: AdminSettings = field(default_factory=AdminSettings)
 
     def route_timeouts(self, route: Route) -> UpstreamTimeouts:

@@ -16,7 +16,8 @@ from fastgw.config.schema import (
     parse_int, parse_lb, parse_name, parse_rate_limit_slots, parse_size, parse_trusted_proxy, parse_workers,
 )
 
-TOP_LEVEL_KEYS = ("listeners", "server", "clusters", "routes", "redis", "admin")
+TOP_LEVEL_KEYS = ("listeners", "server", "clusters", "routes", "redis", "metrics", "access_log", "tracing",
+                  "admin")
 SERVER_KEY_HOMES = {"workers": "server", "limits": "server", "trusted_proxies": "server",
                     "rate_limit_slots": "server"}
 

@@ -15,6 +15,8 @@ from fastgw._native.deadlines import Deadlines
 from fastgw._native.headers import HeaderRewrite, RequestIds
 from fastgw._native.proxy import GatewayCore, RoutePlan
 from fastgw.config.model import Config, Route
+from fastgw.observe.access_log import make_access_log
+from fastgw.observe.otel import Observers, make_span_export
 from fastgw.policy.ratelimit import build_limiters
 from fastgw.policy.retry import make_retry_rule
 from fastgw.proxy.routing import RouteTable
@@ -56,7 +58,8 @@ class Gateway(GatewayCore):
     """The worker's runtime. The typed fields read per request are declared in
     the native `GatewayCore`; the rest is plain Python."""
 
-    def __init__(self, config: Config, loop, limit_table=None):
+    def __init__(self, config: Config, loop, limit_table=None, metrics=None):
+        """`metrics`: this process's ProcessMetrics (fastgw/observe/metrics.py), or None."""
         self.config = config
         self.loop = loop
         self.settings = settings = config.server
@@ -73,6 +76,11 @@ class Gateway(GatewayCore):
         self.route_match = self.routes.match
         self.allowed_methods = self.routes.allowed_methods
         self.clusters = {name: ClusterRuntime(loop, c, settings.trusted_proxies) for name, c in config.clusters.items()}
+        if metrics is not None:
+            left_out = metrics.adopt(config)  # a no-op unless this is a reloaded config
+            if left_out:
+                log.warning("metrics: no room left in the shared table for %s; restart to count them",
+                            ", ".join(left_out))
         limiters = build_limiters(config, limit_table)
         self.redis, self.redis_stages = None, {}   # Redis-scoped limits: client, route.index -> stage
         if any(limit.scope == "redis" for route in config.routes for limit in route.rate_limits):
@@ -87,11 +95,23 @@ class Gateway(GatewayCore):
             if route.index in self.redis_stages:
                 stages.append(self.redis_stages[route.index])
             plan.admission = tuple(stages) or None
+            plan.index = metrics.route_block(route.name) if metrics is not None else 0
             plans[route.index] = plan
         self.plans = plans
         self.request_ids = RequestIds()
         self.deadlines = Deadlines(loop)
         self.connections = set()
+        self.process_metrics = metrics
+        self.metrics = metrics.recorder if metrics is not None else None
+        if metrics is not None:
+            for name, cluster in self.clusters.items():
+                for pool in cluster.pools:
+                    pool.metrics_index = metrics.endpoint_index(name, pool.endpoint.address)
+        # What sees each finished exchange: the access log, span export, both or neither.
+        observers = [o for o in (make_access_log(config.observe.access_log, loop),
+                                 make_span_export(config.observe.tracing.export)) if o is not None]
+        self.access_log = observers[0] if len(observers) == 1 else Observers(observers) if observers else None
+        self.trace = config.observe.tracing.propagate
         self.draining = False
         self.drain_deadline = None
         self._sweeper = loop.call_later(POOL_SWEEP_INTERVAL, self._sweep_pools)
@@ -101,6 +121,8 @@ class Gateway(GatewayCore):
         for cluster in self.clusters.values():
             for pool in cluster.pools:
                 pool.sweep(now)
+        if self.process_metrics is not None:
+            self.process_metrics.sample(self.clusters)  # pool and breaker gauges
         self._sweeper = self.loop.call_later(POOL_SWEEP_INTERVAL, self._sweep_pools)
 
     # -- accounting the connections use ---------------------------------------
@@ -143,6 +165,8 @@ class Gateway(GatewayCore):
             cluster.close()  # health checks, discovery watchers, timers
             for pool in cluster.pools:
                 pool.close_idle()
+        if self.access_log is not None:
+            self.access_log.close()  # flush what is buffered
 
 
 def setup_logging():

@@ -7,6 +7,8 @@ quiet for a long time; it closes when either side closes.
 """
 from __future__ import annotations
 
+STREAM_WEBSOCKET = 1  # fastgw/_native/metrics.pxd STREAM_WS
+
 
 class Tunnel:
     __slots__ = ("client", "upstream", "idle_timeout", "timer", "last_activity", "closed")
@@ -25,6 +27,9 @@ class Tunnel:
         """Begin with the bytes each side sent right after the handshake."""
         loop = self.client.loop
         self.last_activity = loop.time()
+        metrics = self.client.gateway.metrics
+        if metrics is not None:
+            metrics.stream_opened(STREAM_WEBSOCKET)
         if self.idle_timeout:
             self.timer = loop.call_later(self.idle_timeout, self._idle_check)
         if from_upstream:
@@ -63,6 +68,9 @@ class Tunnel:
         if self.closed:
             return
         self.closed = True
+        metrics = self.client.gateway.metrics
+        if metrics is not None:
+            metrics.stream_closed(STREAM_WEBSOCKET)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None

@@ -58,6 +58,7 @@ from fastgw import __version__
 from fastgw.config.errors import ConfigError
 from fastgw.config.model import Config
 from fastgw.config.schema import format_address
+from fastgw.observe.metrics import create_metrics, render_prometheus
 from fastgw.policy.ratelimit import create_table
 from fastgw.proxy.gateway import setup_logging
 from fastgw.server.board import StatusBoard
@@ -67,7 +68,7 @@ from fastgw.server.worker import run_worker
 
 log = logging.getLogger("fastgw")
 
-WATCHED = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+WATCHED = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1}
 # Blocked in the master so that a freshly forked worker starts with them
 # blocked and unblocks them once its handlers are installed.
 BLOCKED = WATCHED | {signal.SIGUSR2}
@@ -108,8 +109,15 @@ def serve(config: Config, reloader: Callable[[], Config] | None = None) -> int:
             sock.close()
         return 1
     workers = config.server.workers or os.cpu_count() or 1
-    board = StatusBoard(capacity=max(32, 4 * workers))
-    return Master(config, sockets, board, reloader).run()
+    capacity = max(32, 4 * workers)
+    board = StatusBoard(capacity)
+    # Shared memory every worker must map: created once, here, before the forks.
+    # The metrics table has a slot per board slot (a worker records into its
+    # own; a reload runs two generations side by side) plus the master's.
+    metrics = create_metrics(config, capacity)
+    if metrics is not None:
+        metrics.workers = workers  # what fastgw_workers shows: the configured count
+    return Master(config, sockets, board, reloader, metrics).run()
 
 
 def _addresses(config: Config) -> list[tuple[Address, str]]:
@@ -178,9 +186,10 @@ class WorkerProcess:
 
 class Master:
     def __init__(self, config: Config, sockets: dict[Address, socket.socket], board: StatusBoard,
-                 reloader: Callable[[], Config] | None = None):
+                 reloader: Callable[[], Config] | None = None, metrics=None):
         self.board = board
         self.reloader = reloader
+        self.metrics = metrics  # SharedMetrics or None; render_prometheus(self.metrics)
         self.current = Generation(1, config, sockets, create_table(config))
         self.workers: dict[int, WorkerProcess] = {}
         self.restart_at: dict[int, float] = {}  # index -> when to restart (current generation)
@@ -210,8 +219,27 @@ class Master:
                 self._restart_due()
             elif signum in (signal.SIGTERM, signal.SIGINT):
                 return self._stop(signal.Signals(signum))
+            elif signum == signal.SIGUSR1:
+                self._dump_metrics()
             elif signum == signal.SIGHUP:
                 self._reload()
+
+    def _dump_metrics(self):
+        """A developer's and tests' switch (the admin listener serves
+        /metrics): SIGUSR1 writes the Prometheus text to $FASTGW_METRICS_DUMP."""
+        path = os.environ.get("FASTGW_METRICS_DUMP")
+        if not path or self.metrics is None:
+            log.warning("SIGUSR1 ignored: %s", "metrics are off" if path else "FASTGW_METRICS_DUMP is not set")
+            return
+        text = render_prometheus(self.metrics)
+        with open(path + ".tmp", "wb") as out:
+            out.write(text)
+        os.replace(path + ".tmp", path)
+
+    def _metrics_for(self, config: Config):
+        """The shared table for workers of `config` (None: metrics off in it;
+        a table exists only if the first config had metrics on)."""
+        return self.metrics if config.observe.metrics.enabled else None
 
     def _spawn(self, generation: Generation, index: int) -> WorkerProcess:
         slot = self.free_slots.pop()
@@ -226,7 +254,7 @@ class Master:
                 for sock in others:
                     sock.close()
                 code = run_worker(generation.config, generation.public_sockets, index, generation.limit_table,
-                                  admin_socket=generation.admin_socket, board=self.board, slot=slot,
+                                  self._metrics_for(generation.config), admin_socket=generation.admin_socket, board=self.board, slot=slot,
                                   generation=generation.number, unblock=BLOCKED)
             except BaseException:
                 traceback.print_exc()
@@ -319,12 +347,23 @@ class Master:
             return self._reload_failed("reload_failed", [str(error)])
 
         generation = Generation(old.number + 1, config, sockets, self._limit_table_for(config))
+        if self.metrics is not None:
+            # Blocks for the new config's routes and endpoints, here before the
+            # fork, so that every later generation inherits the same layout
+            # (known names keep their cells: counters carry on).
+            left_out = self.metrics.layout.adopt(config)
+            if left_out:
+                log.warning("metrics: no room left in the shared table for %s; restart to count them",
+                            ", ".join(left_out))
         if generation.count > len(self.free_slots):
             for sock in fresh:
                 sock.close()
             return self._reload_failed("reload_failed", [
                 f"{generation.count} new workers while {len(self.workers)} run: more than this master can track "
                 f"({self.board.capacity}); restart fastgw to change server.workers this much"])
+        counted = self.metrics.workers if self.metrics is not None else 0
+        if self.metrics is not None:
+            self.metrics.workers = generation.count  # inherited by the new workers, which render /metrics
         started = [self._spawn(generation, index) for index in range(generation.count)]
         problem = self._wait_ready(started)
         if problem is not None:
@@ -333,6 +372,8 @@ class Master:
             self._wait_gone(started)
             for sock in fresh:
                 sock.close()
+            if self.metrics is not None:
+                self.metrics.workers = counted
             return self._reload_failed("reload_failed", [problem])
 
         self.current = generation

@@ -46,8 +46,11 @@ def _die_with_parent():
         pass
 
 
-def run_worker(config, sockets, index: int, limit_table=None, *, admin_socket=None, board=None, slot=None,
-               generation: int = 1, unblock=()) -> int:
+def run_worker(config, sockets, index: int, limit_table=None, metrics=None, *, admin_socket=None, board=None,
+               slot=None, generation: int = 1, unblock=()) -> int:
+    """`metrics`: the master's SharedMetrics (or None); this process records
+    into the table's slot `slot` (its status-board slot: a reload runs two
+    generations side by side, so slots are per process, not per index)."""
     _die_with_parent()
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -56,7 +59,7 @@ def run_worker(config, sockets, index: int, limit_table=None, *, admin_socket=No
         import cProfile
         profiler = cProfile.Profile()
         profiler.enable()
-    worker = Worker(loop, config, sockets, index, limit_table, admin_socket, board, slot, generation)
+    worker = Worker(loop, config, sockets, index, limit_table, admin_socket, board, slot, generation, metrics)
     try:
         return loop.run_until_complete(worker.serve(unblock))
     finally:
@@ -67,7 +70,8 @@ def run_worker(config, sockets, index: int, limit_table=None, *, admin_socket=No
 
 
 class Worker:
-    def __init__(self, loop, config, sockets, index, limit_table, admin_socket, board, slot, generation):
+    def __init__(self, loop, config, sockets, index, limit_table, admin_socket, board, slot, generation,
+                 metrics=None):
         self.loop = loop
         self.config = config
         self.sockets = sockets
@@ -78,7 +82,9 @@ class Worker:
         self.generation = generation
         self.pid = os.getpid()
         self.master_pid = os.getppid()
-        self.gateway = Gateway(config, loop, limit_table)
+        metrics_slot = slot if slot is not None else index
+        self.gateway = Gateway(config, loop, limit_table,
+                               metrics.process(metrics_slot) if metrics is not None else None)
         self.admin = None
         self.servers = []
         self.stopping = loop.create_future()
@@ -101,6 +107,7 @@ class Worker:
             loop.add_signal_handler(signum, self.on_signal, signum)
         # The master handles SIGHUP; a worker ignores it rather than dying.
         loop.add_signal_handler(signal.SIGHUP, lambda: None)
+        loop.add_signal_handler(signal.SIGUSR1, lambda: None)  # the master's (metrics dump)
         if unblock:  # blocked by the master across the fork: handlers are in place now
             signal.pthread_sigmask(signal.SIG_UNBLOCK, unblock)
         self.accepting = True

@@ -270,3 +270,48 @@ def test_sse_stream_in_flight_completes_across_a_reload(upstream, gateway_factor
         assert rest.complete and rest.body == b"id: 2\ndata: last\n\n"
         client.assert_closed(timeout=3)  # then closes: the retiring worker keeps nothing open
     assert len(children_settle(gw, 1)) == 1
+
+
+def scrape(gw) -> dict:
+    """/metrics parsed by prometheus_client: {(name, labels...): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+    resp = admin(gw, "GET", "/metrics")
+    assert resp.status == 200 and resp.header("content-type").startswith("text/plain"), resp.describe()
+    values = {}
+    for family in text_string_to_metric_families(resp.body.decode()):
+        for sample in family.samples:
+            values[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return values
+
+
+def requests_total(values: dict, route: str = "all") -> float:
+    return sum(v for (name, labels), v in values.items()
+               if name == "fastgw_requests_total" and ("route", route) in labels)
+
+
+@pytest.mark.timeout(60)
+def test_metrics_carry_on_across_reloads_and_count_them(upstream, gateway_factory):
+    gw = gateway_factory(versioned(upstream.url, 0), workers=2)
+    for _ in range(20):
+        assert http_request(gw.port, "GET", "/fixed").status == 200
+    before = scrape(gw)
+    assert requests_total(before) == 20
+    assert before[("fastgw_config_reloads_total", (("result", "ok"),))] == 0
+    assert before[("fastgw_workers", ())] == 2 and before[("fastgw_config_generation", ())] == 1
+
+    gw.write_config(versioned(upstream.url, 1))
+    assert admin(gw, "POST", "/reload").status == 200
+    bad = versioned(upstream.url, 2)
+    bad["routes"][0]["cluster"] = "nope"
+    gw.write_config(bad)
+    assert admin(gw, "POST", "/reload").status == 400
+    for _ in range(10):
+        assert http_request(gw.port, "GET", "/fixed").status == 200
+    after = scrape(gw)
+    # Counted by two generations of workers, summed: nothing lost, nothing twice.
+    assert requests_total(after) == 30
+    assert after[("fastgw_config_reloads_total", (("result", "ok"),))] == 1
+    assert after[("fastgw_config_reloads_total", (("result", "failed"),))] == 1
+    assert after[("fastgw_config_last_reload_successful", ())] == 0
+    assert after[("fastgw_config_generation", ())] == 2 and after[("fastgw_workers", ())] == 2
+    assert after[("fastgw_config_last_reload_timestamp_seconds", ())] > time.time() - 60

@@ -1,0 +1,1 @@
+"""Observability: Prometheus metrics across workers, the access log, trace context."""
