@@ -39,7 +39,8 @@ instructions() {  # requests -> instructions of the worker process
     local n=$1 port; port=$(free_port)
     rm -f "$WORK"/callgrind.out.*
     local cmd=("$PY" -m fastgw run --listen "127.0.0.1:$port" --upstream "http://$UPSTREAM" --workers 1)
-    [ -n "${CONFIG:-}" ] && cmd=(env FASTGW_LISTEN="127.0.0.1:$port" "$PY" -m fastgw run --config "$CONFIG" --workers 1)
+    # No admin listener: its fixed default port would clash between runs side by side.
+    [ -n "${CONFIG:-}" ] && cmd=(env FASTGW_LISTEN="127.0.0.1:$port" FASTGW_ADMIN="${FASTGW_ADMIN:-off}" "$PY" -m fastgw run --config "$CONFIG" --workers 1)
     [ "${PEER:-}" = raw ] && cmd=("$PY" "$ROOT/../shared/bench/raw_proxy.py" --port "$port" --upstream "$UPSTREAM")
     (cd "$ROOT" && exec valgrind --tool=callgrind --trace-children=yes \
         --callgrind-out-file="$WORK/callgrind.out.%p" "${cmd[@]}" ${FASTGW_ARGS:-}) > "$WORK/gw.log" 2>&1 &

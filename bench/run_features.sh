@@ -39,4 +39,7 @@ sed -e "s|@LISTEN@|127.0.0.1:$PORT|g" -e "s|@UPSTREAM@|$UPSTREAM|g" \
 mv -f "$CONF.tmp" "$CONF"
 
 # shellcheck disable=SC2086  # FASTGW_CMD may hold several words (python3 -m fastgw)
+# No admin listener unless asked for (FASTGW_ADMIN=host:port): its default port
+# would clash between gateways run side by side.
+export FASTGW_ADMIN="${FASTGW_ADMIN:-off}"
 exec $FASTGW_CMD run --config "$CONF" --workers "${FASTGW_WORKERS:-1}" "$@"

@@ -97,11 +97,16 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("run: --upstream-timeout is for --upstream; with --config set timeouts in the file")
     if not args.config and not args.upstream:
         parser.error("run: give --config FILE, or --upstream URL to proxy everything to one server")
+    def load_file() -> Config:
+        config = load(args.config)
+        if args.workers is not None:
+            config = with_workers(config, args.workers)
+        _check_router_accepts(config)
+        return config
+
     try:
         if args.config:
-            config = load(args.config)
-            if args.workers is not None:
-                config = with_workers(config, args.workers)
+            config = load_file()
         else:
             config = from_command_line(args.listen, args.upstream, args.workers, args.upstream_timeout)
     except ConfigError as error:
@@ -110,7 +115,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     # Imported here: `check` and `routes` must work without the server's
     # event-loop dependencies being importable.
     from fastgw.server.master import serve
-    return serve(config)
+    # A reload (SIGHUP, POST /reload) reads the file again, flags still applied.
+    return serve(config, load_file if args.config else None)
 
 
 # --- check -----------------------------------------------------------------

@@ -1383,9 +1383,9 @@ cdef class ClientConnection(Timed):
             self.advancing = False
         if self.current is None and not self.closed:
             if self.gateway.draining:
-                self.flush()
-                self.transport.close()
-                return
+                # Idle from now: the drain closes it after its grace period,
+                # not at once (the client may already be sending on it).
+                self.last_activity = self.gateway.deadlines.now
             self.resume_reading_for(PAUSE_PIPELINE)
             self.gateway.deadlines.arm(self, self.gateway.keepalive_timeout)
 

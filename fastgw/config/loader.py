@@ -11,8 +11,9 @@ from dataclasses import replace
 
 import yaml
 
+from fastgw.config.admin_section import apply_admin_env, read_admin
 from fastgw.config.errors import ConfigError, ErrorList
-from fastgw.config.model import Cluster, Config, Endpoint, Listener, Route, RouteMatch, ServerSettings, UpstreamTimeouts
+from fastgw.config.model import AdminSettings, Cluster, Config, Endpoint, Listener, Route, RouteMatch, ServerSettings, UpstreamTimeouts
 from fastgw.config.observe_section import read_observe
 from fastgw.config.reader import Section, parse_or_record
 from fastgw.config.redis_section import check_limit_scopes, read_redis
@@ -52,8 +53,9 @@ def build(document: object, errors: ErrorList, env: Mapping[str, str]) -> Config
     routes = read_routes(top, clusters)
     check_limit_scopes(top, redis)
     observe = read_observe(top)
+    admin = read_admin(top, listeners, clusters, env)
     config = Config(source=errors.source, listeners=listeners, server=server, clusters=clusters, routes=routes,
-                    redis=redis, observe=observe)
+                    redis=redis, observe=observe, admin=admin)
     config = _apply_env(config, env, errors)
     errors.raise_if_any()
     return config
@@ -122,7 +124,8 @@ def _describe_yaml_error(source: str, error: yaml.YAMLError) -> str:
 # --- environment -----------------------------------------------------------
 
 def _apply_env(config: Config, env: Mapping[str, str], errors: ErrorList) -> Config:
-    """FASTGW_LISTEN replaces the first listener's address, FASTGW_WORKERS the worker count.
+    """FASTGW_LISTEN replaces the first listener's address, FASTGW_WORKERS the
+    worker count, FASTGW_ADMIN the admin address (or `off`).
 
     An empty variable counts as unset: deployment templates often render
     `FASTGW_WORKERS=` when no value was chosen.
@@ -133,6 +136,7 @@ def _apply_env(config: Config, env: Mapping[str, str], errors: ErrorList) -> Con
         if port:
             first = replace(config.listeners[0], host=host, port=port)
             config = replace(config, listeners=(first, *config.listeners[1:]))
+    config = apply_admin_env(config, env, errors)
     workers = env.get("FASTGW_WORKERS")
     if workers:
         count = parse_or_record(errors, "env FASTGW_WORKERS", parse_workers, workers, None)
@@ -175,6 +179,8 @@ def from_command_line(
         server=ServerSettings(workers=worker_count),
         clusters={"default": cluster},
         routes=(Route(name="default", index=0, match=RouteMatch(prefix="/"), cluster="default"),),
+        # Quick-start mode: no admin listener (and no file to reload).
+        admin=AdminSettings(enabled=False),
     )
 
 

@@ -49,6 +49,12 @@ DEFAULT_CONCURRENCY_QUEUE_TIMEOUT = 10.0
 DEFAULT_CLIENT_HEADER_TIMEOUT = 10.0
 DEFAULT_KEEPALIVE_TIMEOUT = 75.0
 DEFAULT_DRAIN_TIMEOUT = 30.0
+# SIGTERM -> listeners close: long enough for a load balancer or Kubernetes to
+# see /readyz fail or the endpoint removed (the usual preStop sleep is 5 s),
+# short enough that drain_delay + drain fits Kubernetes' 30 s grace period.
+DEFAULT_DRAIN_DELAY = 5.0
+# A reload's old workers finish open streams (WebSocket, SSE) for this long.
+DEFAULT_RELOAD_DRAIN = 300.0
 
 # Entries in the shared rate-limit table (fastgw/_native/ratelimit.pyx): 40 bytes
 # each, so 65,536 cost 2.5 MiB of shared memory for the whole host. A key's state
@@ -60,6 +66,10 @@ DEFAULT_RATE_LIMIT_SLOTS = 65536
 DEFAULT_REDIS_TIMEOUT = 0.05          # per command: a request waits at most this for its limit
 DEFAULT_REDIS_CONNECT_TIMEOUT = 1.0
 DEFAULT_REDIS_LOG_INTERVAL = 10.0
+
+# The admin listener: loopback only unless a token protects it (Envoy's port).
+DEFAULT_ADMIN_HOST = "127.0.0.1"
+DEFAULT_ADMIN_PORT = 9901
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +87,8 @@ class ServerSettings:
     client_header_timeout: float = DEFAULT_CLIENT_HEADER_TIMEOUT
     keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    drain_delay: float = DEFAULT_DRAIN_DELAY      # SIGTERM: keep accepting this long (readyz says 503)
+    reload_drain: float = DEFAULT_RELOAD_DRAIN    # reload: deadline for the old workers' streams
     # X-Forwarded-For is believed only from these peers (ipaddress networks).
     trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
     rate_limit_slots: int = DEFAULT_RATE_LIMIT_SLOTS
@@ -318,6 +330,19 @@ class Observe:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminSettings:
+    """The admin listener (fastgw/admin/). `token` is the secret itself, read
+    from the file, the environment or the config; `token_source` says where
+    from, for /config and logs, which never show the token."""
+    enabled: bool = True
+    host: str = DEFAULT_ADMIN_HOST
+    port: int = DEFAULT_ADMIN_PORT
+    token: str | None = field(default=None, repr=False)
+    token_source: str | None = None
+    required_clusters: tuple[str, ...] = ()   # /readyz needs a healthy endpoint in each
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: str                   # the file it came from ("<command line>" for --upstream)
     listeners: tuple[Listener, ...]
@@ -326,6 +351,7 @@ class Config:
     routes: tuple[Route, ...]
     redis: Redis | None = None    # None: no `redis:` section (no redis-scoped limits allowed)
     observe: Observe = field(default_factory=Observe)  # metrics, access_log, tracing
+    admin: AdminSettings = field(default_factory=AdminSettings)
 
     def route_timeouts(self, route: Route) -> UpstreamTimeouts:
         return route.timeouts or self.clusters[route.cluster].timeouts

@@ -17,7 +17,8 @@ from fastgw.config.schema import (
     parse_int, parse_lb, parse_name, parse_rate_limit_slots, parse_size, parse_trusted_proxy, parse_workers,
 )
 
-TOP_LEVEL_KEYS = ("listeners", "server", "clusters", "routes", "redis", "metrics", "access_log", "tracing")
+TOP_LEVEL_KEYS = ("listeners", "server", "clusters", "routes", "redis", "metrics", "access_log", "tracing",
+                  "admin")
 SERVER_KEY_HOMES = {"workers": "server", "limits": "server", "trusted_proxies": "server",
                     "rate_limit_slots": "server"}
 
@@ -71,7 +72,7 @@ def _check_unique_listeners(top: Section, listeners: list[Listener]) -> None:
 
 SERVER_KEYS = ("workers", "limits", "timeouts", "trusted_proxies", "rate_limit_slots")
 LIMIT_KEYS = ("max_header_bytes", "max_header_count", "max_uri_bytes", "max_body_bytes")
-SERVER_TIMEOUT_KEYS = ("client_header", "keepalive", "drain")
+SERVER_TIMEOUT_KEYS = ("client_header", "keepalive", "drain", "drain_delay", "reload_drain")
 
 
 def read_server(top: Section) -> ServerSettings:
@@ -117,6 +118,10 @@ def _read_server_timeouts(timeouts: Section) -> dict[str, float]:
         # 0 is meaningful here: on SIGTERM, close at once without draining.
         "drain_timeout": timeouts.parse("drain", partial(parse_duration, allow_zero=True),
                                         model.DEFAULT_DRAIN_TIMEOUT),
+        "drain_delay": timeouts.parse("drain_delay", partial(parse_duration, allow_zero=True),
+                                      model.DEFAULT_DRAIN_DELAY),
+        "reload_drain": timeouts.parse("reload_drain", partial(parse_duration, allow_zero=True),
+                                       model.DEFAULT_RELOAD_DRAIN),
     }
 
 

@@ -42,6 +42,8 @@ from fastgw.config.model import Concurrency, Config
 SPARE_ROWS = 2
 
 _inherited: SlotTable | None = None
+_records: list[tuple[str, str]] = []   # the (kind, name) of each record of _inherited
+_rows = 1 + SPARE_ROWS
 
 
 def records(config: Config) -> list[tuple[str, str, Concurrency]]:
@@ -53,12 +55,29 @@ def records(config: Config) -> list[tuple[str, str, Concurrency]]:
     return out
 
 
+def table_for_reload(config: Config) -> SlotTable | None:
+    """Before a reload's fork: keep the table when the new config limits the
+    same routes and clusters (so slots held by the retiring generation still
+    count against the new one), else make one for the new config. With a new
+    table the old generation's in-flight requests are not counted: during
+    that overlap the host may briefly exceed a changed limit."""
+    global _inherited, _records
+    wanted = [(kind, name) for kind, name, _ in records(config)]
+    if _inherited is not None and wanted == _records:
+        return _inherited
+    rows = _inherited.rows if _inherited is not None else _rows
+    _inherited = SlotTable(len(wanted), rows) if wanted else None
+    _records = wanted
+    return _inherited
+
+
 def create_table(config: Config, workers: int) -> SlotTable | None:
     """The shared table, or None when nothing has a concurrency limit. Call
     in the master before forking: the workers inherit the mapping."""
-    global _inherited
-    count = len(records(config))
-    _inherited = SlotTable(count, workers + SPARE_ROWS) if count else None
+    global _inherited, _records, _rows
+    _records = [(kind, name) for kind, name, _ in records(config)]
+    _rows = workers + SPARE_ROWS
+    _inherited = SlotTable(len(_records), _rows) if _records else None
     return _inherited
 
 

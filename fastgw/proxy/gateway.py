@@ -28,6 +28,10 @@ log = logging.getLogger("fastgw")
 
 # How often idle upstream connections are checked against their idle timeout.
 POOL_SWEEP_INTERVAL = 1.0
+# Drain: how often open connections are looked at, and how long one must have
+# been idle to be closed (a client may be sending on a just-idle one).
+DRAIN_TICK = 0.1
+DRAIN_IDLE_GRACE = 1.0
 
 
 def make_route_plan(route: Route, cluster: ClusterRuntime, timeouts, table: RouteTable) -> RoutePlan:
@@ -116,7 +120,7 @@ class Gateway(GatewayCore):
         self.access_log = observers[0] if len(observers) == 1 else Observers(observers) if observers else None
         self.trace = config.observe.tracing.propagate
         self.draining = False
-        self._drained = None
+        self.drain_deadline = None
         self._sweeper = loop.call_later(POOL_SWEEP_INTERVAL, self._sweep_pools)
 
     def _sweep_pools(self):
@@ -131,30 +135,34 @@ class Gateway(GatewayCore):
 
     # -- accounting the connections use ---------------------------------------
     def connection_closed(self):
-        if self.draining and not self.connections and self._drained is not None:
-            if not self._drained.done():
-                self._drained.set_result(None)
+        pass  # drain() polls the open connections
 
     def log_internal_error(self, where, error):
         log.error("internal error in %s: %r", where, error, exc_info=error)
 
     # -- drain ------------------------------------------------------------------
     async def drain(self, deadline: float):
-        """Stop taking requests: idle connections close now, busy ones after
-        their response; whatever is left at the deadline is closed."""
+        """Stop taking requests: every response says `Connection: close`; a
+        connection idle for DRAIN_IDLE_GRACE is closed (closing one that has
+        just gone idle would race a request the client is sending on it);
+        whatever is left at the deadline is closed. `drain_deadline` may be
+        moved closer while this runs (SIGTERM during a reload's retirement)."""
         self.draining = True
-        self._drained = self.loop.create_future()
-        for conn in list(self.connections):
-            conn.close_if_idle()
-        if self.connections:
-            remaining = max(0.0, deadline - self.loop.time())
-            try:
-                await asyncio.wait_for(asyncio.shield(self._drained), remaining)
-            except TimeoutError:
+        if self.drain_deadline is None or deadline < self.drain_deadline:
+            self.drain_deadline = deadline
+        while self.connections:
+            now = self.loop.time()
+            if now >= self.drain_deadline:
                 log.warning("drain deadline passed with %d connections open; closing them",
                             len(self.connections))
                 for conn in list(self.connections):
                     conn.transport.abort()
+                break
+            idle_since = now - DRAIN_IDLE_GRACE
+            for conn in list(self.connections):
+                if conn.last_activity <= idle_since:
+                    conn.close_if_idle()
+            await asyncio.sleep(min(DRAIN_TICK, max(0.0, self.drain_deadline - now)))
         self._sweeper.cancel()
         self.deadlines.close()
         for stage in self.redis_stages.values():

@@ -1,5 +1,18 @@
 """A worker process: one uvloop event loop serving the inherited listening
-sockets end to end, until SIGTERM/SIGINT starts a drain."""
+sockets end to end (and the admin listener, off the request path), until a
+signal ends it:
+
+    SIGTERM   drain: answer with `Connection: close` at once, keep accepting
+              for `server.timeouts.drain_delay`, then close the listeners and
+              finish in-flight requests within `server.timeouts.drain`
+    SIGINT    the same without the delay (an interactive Ctrl-C)
+    SIGUSR2   retire (a reload replaced this generation): stop accepting at
+              once, finish in-flight requests and open streams within
+              `server.timeouts.reload_drain`
+
+A second signal can only bring the deadline closer (SIGTERM while retiring:
+the shutdown deadline applies).
+"""
 from __future__ import annotations
 
 import asyncio
@@ -10,6 +23,8 @@ import signal
 
 import uvloop
 
+from fastgw.admin.server import AdminServer
+from fastgw.admin.snapshot import worker_snapshot
 from fastgw.proxy.gateway import Gateway
 from fastgw._native.proxy import ClientConnection
 
@@ -17,6 +32,8 @@ log = logging.getLogger("fastgw")
 
 BACKLOG = 4096
 _PR_SET_PDEATHSIG = 1
+# How often a worker publishes its clusters' state on the status board.
+PUBLISH_INTERVAL = 1.0
 
 
 def _die_with_parent():
@@ -29,7 +46,11 @@ def _die_with_parent():
         pass
 
 
-def run_worker(config, sockets, index: int, limit_table=None, metrics=None) -> int:
+def run_worker(config, sockets, index: int, limit_table=None, metrics=None, *, admin_socket=None, board=None,
+               slot=None, generation: int = 1, unblock=()) -> int:
+    """`metrics`: the master's SharedMetrics (or None); this process records
+    into the table's slot `slot` (its status-board slot: a reload runs two
+    generations side by side, so slots are per process, not per index)."""
     _die_with_parent()
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -38,8 +59,9 @@ def run_worker(config, sockets, index: int, limit_table=None, metrics=None) -> i
         import cProfile
         profiler = cProfile.Profile()
         profiler.enable()
+    worker = Worker(loop, config, sockets, index, limit_table, admin_socket, board, slot, generation, metrics)
     try:
-        return loop.run_until_complete(_serve(loop, config, sockets, index, limit_table, metrics))
+        return loop.run_until_complete(worker.serve(unblock))
     finally:
         loop.close()
         if profile_to:
@@ -47,29 +69,110 @@ def run_worker(config, sockets, index: int, limit_table=None, metrics=None) -> i
             profiler.dump_stats(f"{profile_to}.{index}")
 
 
-async def _serve(loop, config, sockets, index: int, limit_table, metrics) -> int:
-    # `metrics` is the master's SharedMetrics: this worker records into slot `index`.
-    gateway = Gateway(config, loop, limit_table, metrics.process(index) if metrics is not None else None)
-    servers = [await loop.create_server(lambda: ClientConnection(gateway), sock=sock,
-                                        backlog=BACKLOG)
-               for sock in sockets]
-    stop = loop.create_future()
+class Worker:
+    def __init__(self, loop, config, sockets, index, limit_table, admin_socket, board, slot, generation,
+                 metrics=None):
+        self.loop = loop
+        self.config = config
+        self.sockets = sockets
+        self.index = index
+        self.admin_socket = admin_socket
+        self.board = board
+        self.slot = slot
+        self.generation = generation
+        self.pid = os.getpid()
+        self.master_pid = os.getppid()
+        metrics_slot = slot if slot is not None else index
+        self.gateway = Gateway(config, loop, limit_table,
+                               metrics.process(metrics_slot) if metrics is not None else None)
+        self.admin = None
+        self.servers = []
+        self.stopping = loop.create_future()
+        self.close_listeners_at = 0.0
+        self.close_now = asyncio.Event()
+        self.mode = None  # None, "stop" or "retire"
+        self._publisher = None
+        self.accepting = False  # the listeners are being served (the board's "ready")
 
-    def on_stop_signal(signum):
-        if not stop.done():
-            stop.set_result(signum)
+    async def serve(self, unblock) -> int:
+        loop = self.loop
+        gateway = self.gateway
+        self.servers = [await loop.create_server(lambda: ClientConnection(gateway), sock=sock, backlog=BACKLOG)
+                        for sock in self.sockets]
+        if self.admin_socket is not None:
+            self.admin = AdminServer(self)
+            self.servers.append(await loop.create_server(self.admin.connection, sock=self.admin_socket,
+                                                         backlog=BACKLOG))
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2):
+            loop.add_signal_handler(signum, self.on_signal, signum)
+        # The master handles SIGHUP; a worker ignores it rather than dying.
+        loop.add_signal_handler(signal.SIGHUP, lambda: None)
+        loop.add_signal_handler(signal.SIGUSR1, lambda: None)  # the master's (metrics dump)
+        if unblock:  # blocked by the master across the fork: handlers are in place now
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, unblock)
+        self.accepting = True
+        self.publish()
+        if self.admin is not None:  # the snapshots are read by the admin API only
+            self._publisher = loop.call_later(PUBLISH_INTERVAL, self._publish_periodically)
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_stop_signal, signum)
-    # The master handles SIGHUP; a worker ignores it rather than dying.
-    loop.add_signal_handler(signal.SIGHUP, lambda: None)
-    loop.add_signal_handler(signal.SIGUSR1, lambda: None)  # the master's (metrics dump)
+        await self.stopping
+        wait = self.close_listeners_at - loop.time()
+        if wait > 0:  # still accepting: the load balancer is taking us out
+            try:
+                await asyncio.wait_for(self.close_now.wait(), wait)
+            except TimeoutError:
+                pass
+        log.info("worker %d (generation %d) stops accepting; %d connections open", self.index,
+                 self.generation, len(gateway.connections))
+        for server in self.servers:
+            server.close()
+        # Tell the master: a reload's answer waits until the old workers stop accepting.
+        self.accepting = False
+        self.publish()
+        drains = [gateway.drain(gateway.drain_deadline)]
+        if self.admin is not None:
+            drains.append(self.admin.drain(gateway))
+        await asyncio.gather(*drains)
+        if self._publisher is not None:
+            self._publisher.cancel()
+        return 0
 
-    signum = await stop
-    deadline = loop.time() + config.server.drain_timeout
-    log.info("worker %d draining (%s), %d connections open", index,
-             signal.Signals(signum).name, len(gateway.connections))
-    for server in servers:
-        server.close()
-    await gateway.drain(deadline)
-    return 0
+    def on_signal(self, signum):
+        now = self.loop.time()
+        server = self.config.server
+        if signum == signal.SIGUSR2:
+            deadline = now + server.reload_drain
+            close_at = now
+        else:
+            delay = server.drain_delay if signum == signal.SIGTERM and self.mode is None else 0.0
+            close_at = now + delay
+            deadline = close_at + server.drain_timeout
+        if self.mode is not None:  # already going: only ever sooner (a second Ctrl-C: now)
+            self.gateway.drain_deadline = min(self.gateway.drain_deadline, deadline)
+            if close_at < self.close_listeners_at:
+                self.close_listeners_at = close_at
+                self.close_now.set()
+            return
+        self.mode = "retire" if signum == signal.SIGUSR2 else "stop"
+        log.info("worker %d (generation %d): %s", self.index, self.generation,
+                 f"retiring after a reload, deadline {server.reload_drain:g}s" if self.mode == "retire"
+                 else f"{signal.Signals(signum).name}: draining, listeners close in {close_at - now:g}s")
+        # From now on responses say `Connection: close`, so clients move on.
+        self.gateway.draining = True
+        self.gateway.drain_deadline = deadline
+        self.close_listeners_at = close_at
+        self.stopping.set_result(None)
+
+    # -- status board ------------------------------------------------------------
+    def publish(self):
+        if self.board is None:
+            return
+        self.board.publish(self.slot, self.pid, self.generation, self.index, self.accepting,
+                           worker_snapshot(self.gateway))
+
+    def _publish_periodically(self):
+        try:
+            self.publish()
+        except Exception as error:  # the board is diagnostics: never let it stop serving
+            log.warning("status board publish failed: %r", error)
+        self._publisher = self.loop.call_later(PUBLISH_INTERVAL, self._publish_periodically)

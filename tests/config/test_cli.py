@@ -105,7 +105,7 @@ def fake_serve(monkeypatch):
     served = []
     master = types.ModuleType("fastgw.server.master")
 
-    def serve(config):
+    def serve(config, reloader=None):
         served.append(config)
         return 7
 

@@ -178,10 +178,10 @@ def test_env_listen_replaces_only_the_first_listener(write_config, minimal):
     path = write_config(minimal + """
 listeners:
   - {name: public, address: 127.0.0.1:8080}
-  - {name: admin, address: 127.0.0.1:9901}
+  - {name: admin, address: 127.0.0.1:9090}
 """)
     config = load(path, env={"FASTGW_LISTEN": "[::]:80"})
-    assert config.listeners == (Listener("public", "::", 80), Listener("admin", "127.0.0.1", 9901))
+    assert config.listeners == (Listener("public", "::", 80), Listener("admin", "127.0.0.1", 9090))
 
 
 def test_env_listen_applies_to_the_default_listener(write_config, minimal):

@@ -140,20 +140,45 @@ def client_sockets(pid: int) -> int:
     return count
 
 
+def connections_on_both_workers(port: int, workers: list[int], count: int) -> list[RawClient]:
+    """`count` idle connections, alternating between the two workers. The
+    kernel hands a shared listening socket's connections to whichever worker
+    accepts first, often all to one; so connect until each worker has half
+    (seen in its socket count) and close the spares."""
+    kept: dict[int, list[RawClient]] = {pid: [] for pid in workers}
+    spare = []
+    for _ in range(30 * count):
+        if all(len(c) >= count // 2 for c in kept.values()):
+            break
+        before = {pid: client_sockets(pid) for pid in workers}
+        client = RawClient(port, timeout=10)
+        deadline = time.monotonic() + 1
+        owner = None
+        while owner is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+            owner = next((pid for pid in workers if client_sockets(pid) > before[pid]), None)
+        if owner is not None and len(kept[owner]) < count // 2:
+            kept[owner].append(client)
+        else:
+            spare.append(client)
+    for client in spare:
+        client.close()
+    assert all(len(c) == count // 2 for c in kept.values()), \
+        f"could not place connections on both workers: { {p: len(c) for p, c in kept.items()} }"
+    a, b = kept.values()
+    return [client for pair in zip(a, b) for client in pair]
+
+
 @pytest.mark.timeout(60)
 def test_one_limit_for_two_workers(upstream, gateway_factory):
     gw = gateway_factory(limited(upstream.url, max_in_flight=2, max_queue=40, queue_timeout="20s"), workers=2)
     workers = gw.wait_children(2)
     assert len(workers) == 2
-    baseline = {pid: client_sockets(pid) for pid in workers}
-    clients = []
+    clients = connections_on_both_workers(gw.port, workers, 16)
     try:
-        for i in range(16):
-            clients.append(hold(gw.port, f"/slow/{i}?delay=0.3"))
+        for i, client in enumerate(clients):
+            client.request("GET", f"/slow/{i}?delay=0.3")
             time.sleep(0.01)
-        time.sleep(0.2)
-        busy = {pid: client_sockets(pid) - baseline[pid] for pid in workers}
-        assert all(extra > 0 for extra in busy.values()), f"connections did not reach both workers: {busy}"
         statuses = [client.read_response().status for client in clients]
     finally:
         for client in clients:
@@ -274,14 +299,11 @@ def test_waiters_in_two_workers_are_served_in_one_arrival_order(upstream, gatewa
     gw = gateway_factory(limited(upstream.url, max_in_flight=1, max_queue=40, queue_timeout="30s"), workers=2)
     workers = gw.wait_children(2)
     assert len(workers) == 2
-    baseline = {pid: client_sockets(pid) for pid in workers}
-    clients = []
+    clients = connections_on_both_workers(gw.port, workers, 10)
     try:
-        for i in range(10):
-            clients.append(hold(gw.port, f"/slow/{i}?delay=0.15"))
+        for i, client in enumerate(clients):
+            client.request("GET", f"/slow/{i}?delay=0.15")
             time.sleep(0.06)  # arrival order = ticket order (the poll is 10 ms)
-        busy = {pid: client_sockets(pid) - baseline[pid] for pid in workers}
-        assert all(extra > 0 for extra in busy.values()), f"connections did not reach both workers: {busy}"
         statuses = [client.read_response().status for client in clients]
     finally:
         for client in clients:

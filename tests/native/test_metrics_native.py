@@ -79,7 +79,7 @@ def test_restart_keeps_counters_clears_gauges_and_closes_streams():
 
 def test_registry_families(monkeypatch):
     def families(config):
-        return [Family("fastgw_retries_total", "counter", "Retries.", labels=("cluster",),
+        return [Family("fastgw_test_retries_total", "counter", "Retries.", labels=("cluster",),
                        series=[(name,) for name in config.clusters]),
                 Family("fastgw_queue_depth", "gauge", "Queued.", labels=("route",),
                        series=[(r.name,) for r in config.routes]),
@@ -87,26 +87,26 @@ def test_registry_families(monkeypatch):
     monkeypatch.setattr(observe, "FAMILY_SOURCES", [*observe.FAMILY_SOURCES, families])
     shared = SharedMetrics(_config(), workers=2)
     w0, w1, master = shared.process(0), shared.process(1), shared.process(shared.master_slot)
-    w0.counter("fastgw_retries_total", cluster="users").inc()
-    w1.counter("fastgw_retries_total", cluster="users").inc(2)
+    w0.counter("fastgw_test_retries_total", cluster="users").inc()
+    w1.counter("fastgw_test_retries_total", cluster="users").inc(2)
     w1.gauge("fastgw_queue_depth", route="b").set(4)
     master.gauge("fastgw_reload_last_seconds").set(1500)
     values = _parse(render_prometheus(shared))
-    assert values[("fastgw_retries_total", (("cluster", "users"),))] == 3
+    assert values[("fastgw_test_retries_total", (("cluster", "users"),))] == 3
     assert values[("fastgw_queue_depth", (("route", "a"),))] == 0
     assert values[("fastgw_queue_depth", (("route", "b"),))] == 4
     assert values[("fastgw_reload_last_seconds", ())] == 1.5
     with pytest.raises(KeyError, match="not declared"):
         w0.counter("fastgw_made_up_total")
     with pytest.raises(KeyError, match="not a declared series"):
-        w0.counter("fastgw_retries_total", cluster="other")   # no series on the fly
+        w0.counter("fastgw_test_retries_total", cluster="other")   # no series on the fly
     with pytest.raises(KeyError, match="is a counter"):
-        w0.gauge("fastgw_retries_total", cluster="users")
+        w0.gauge("fastgw_test_retries_total", cluster="users")
     # A restarted process's gauges start again from zero; counters stay.
     shared.process(1)
     values = _parse(render_prometheus(shared))
     assert values[("fastgw_queue_depth", (("route", "b"),))] == 0
-    assert values[("fastgw_retries_total", (("cluster", "users"),))] == 3
+    assert values[("fastgw_test_retries_total", (("cluster", "users"),))] == 3
 
 
 def test_render_has_every_endpoint_and_escapes_nothing_unbounded():

@@ -9,6 +9,7 @@ the executable to run).
 from __future__ import annotations
 
 import copy
+import http.client
 import os
 import shutil
 import signal
@@ -29,9 +30,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
 
-# Defaults every test config gets unless it says otherwise: a short drain so
-# teardown never waits long on a connection a test left hanging.
-DEFAULT_SERVER = {"timeouts": {"drain": "5s"}}
+# Defaults every test config gets unless it says otherwise: a short drain and
+# no drain delay, so teardown never waits long on a connection a test left
+# hanging; the admin listener on a free port (gateways run side by side).
+DEFAULT_SERVER = {"timeouts": {"drain": "5s", "drain_delay": "0s"}}
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -129,7 +131,9 @@ class Gateway:
         self.workdir = Path(workdir)
         self.workers = workers
         self.port = free_port()
-        self.config = _merge({"server": DEFAULT_SERVER}, config)
+        self.admin_port = free_port()
+        self.config = _merge({"server": DEFAULT_SERVER,
+                              "admin": {"address": f"127.0.0.1:{self.admin_port}"}}, config)
         self.config["listeners"] = [{"name": "test", "address": f"127.0.0.1:{self.port}"}]
         self.config_path = self.workdir / f"{self.name}.yaml"
         self.stdout_path = self.workdir / f"{self.name}.stdout"
@@ -145,6 +149,17 @@ class Gateway:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def write_config(self, config: dict) -> None:
+        """Replace the config file (for a reload), keeping the listeners and
+        harness defaults as start() wrote them."""
+        merged = _merge({"server": DEFAULT_SERVER, "admin": self.config["admin"]}, config)
+        merged["listeners"] = self.config["listeners"]
+        self.config_path.write_text(yaml.safe_dump(merged, sort_keys=False))
+
+    @property
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
@@ -154,7 +169,7 @@ class Gateway:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env["PYTHONUNBUFFERED"] = "1"
-        for override in ("FASTGW_LISTEN", "FASTGW_WORKERS"):
+        for override in ("FASTGW_LISTEN", "FASTGW_WORKERS", "FASTGW_ADMIN"):
             env.pop(override, None)
         cmd = gateway_command(self.config_path, self.workers)
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
@@ -168,13 +183,27 @@ class Gateway:
                     f"fastgw exited with code {self.proc.returncode} before listening on {self.port}\n"
                     f"command: {cmd}\n{self.logs()}"
                 )
-            if port_accepts(self.port):
+            if port_accepts(self.port) and self._worker_answers():
                 self._known_children.update(self.children())
                 return self
             time.sleep(0.05)
         self.stop()
         raise GatewayStartError(f"fastgw did not accept connections on {self.port} within "
                                 f"{START_TIMEOUT}s\ncommand: {cmd}\n{self.logs()}")
+
+    def _worker_answers(self) -> bool:
+        """The master's socket accepts before any worker serves: with the admin
+        API on, wait until a worker answers /livez (its loop is running)."""
+        if self.config.get("admin", {}).get("enabled", True) is False:
+            return True
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=1)
+            conn.request("GET", "/livez")
+            ok = conn.getresponse().status == 200
+            conn.close()
+            return ok
+        except OSError:
+            return False
 
     def children(self) -> list[int]:
         """Live child processes of the master (its workers)."""
