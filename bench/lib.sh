@@ -194,3 +194,20 @@ other_cpu_pct() {
             if (secs <= 0) print "-"; else printf "%.0f", 100 * used / hz / secs / ncpu
         }' <(echo "$1") <(echo "$2")
 }
+
+# Pin load generators to core 0 and the proxy under test to core 1 when there
+# are two cores and taskset (PIN=0/1 overrides): sets LOAD_PIN and PROXY_PIN.
+setup_pinning() {
+    if [ -z "${PIN:-}" ]; then
+        PIN=0; [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null 2>&1 && PIN=1
+    fi
+    LOAD_PIN=(); PROXY_PIN=()
+    if [ "$PIN" = 1 ]; then LOAD_PIN=(taskset -c 0); PROXY_PIN=(taskset -c 1); fi
+}
+
+require_tools() {  # tool...: exit 1 naming the first one missing
+    local t
+    for t in "$@"; do
+        command -v "$t" >/dev/null 2>&1 || { echo "missing tool: $t" >&2; exit 1; }
+    done
+}

@@ -12,9 +12,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 DUR="${DUR:-10}"; WARM="${WARM:-2}"; ROUNDS="${ROUNDS:-3}"
-PIN="${PIN:-1}"
-LOAD_PIN=(); PROXY_PIN=()
-[ "$PIN" = 1 ] && { LOAD_PIN=(taskset -c 0); PROXY_PIN=(taskset -c 1); }
+setup_pinning
 start_upstream "$([ "$PIN" = 1 ] && echo 0)"
 log "upstream: $UPSTREAM_KIND on $UPSTREAM"
 

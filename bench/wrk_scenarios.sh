@@ -35,15 +35,9 @@ DUR="${DUR:-10}"; DUR="${DUR%s}"
 WARM="${WARM:-2}"; WARM="${WARM%s}"
 ONLY="${ONLY:-S1 S2 S3 S4}"
 WORKERS="${WORKERS:-1}"
-if [ -z "${PIN:-}" ]; then
-    PIN=0; [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null 2>&1 && PIN=1
-fi
-LOAD_PIN=(); PROXY_PIN=()
-[ "$PIN" = 1 ] && { LOAD_PIN=(taskset -c 0); PROXY_PIN=(taskset -c 1); }
+setup_pinning
 
-for t in wrk curl python3; do
-    command -v "$t" >/dev/null 2>&1 || { echo "missing tool: $t" >&2; exit 1; }
-done
+require_tools wrk curl python3
 
 UP_CPU=""; [ "$PIN" = 1 ] && UP_CPU=0
 start_upstream "$UP_CPU"

@@ -15,16 +15,7 @@ from collections import Counter
 
 import pytest
 
-from support import UpstreamServer, cluster, free_port, http_request, route
-
-
-def wait_until(predicate, timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
+from support import UpstreamServer, cluster, free_port, http_request, route, wait_until
 
 
 def write_atomically(path, text: str) -> None:

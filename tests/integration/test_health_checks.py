@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from support import UpstreamServer, assert_gateway_error, cluster, http_request, route
+from support import UpstreamServer, assert_gateway_error, cluster, http_request, route, wait_until
 
 CHECK_PATH = "/healthz"
 
@@ -24,15 +24,6 @@ def served(up: UpstreamServer) -> list:
 def spread(gw, count: int, path: str = "/x") -> Counter:
     """Statuses of `count` requests, one connection each."""
     return Counter(http_request(gw.port, "GET", path).status for _ in range(count))
-
-
-def wait_until(predicate, timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 def restart(up: UpstreamServer) -> UpstreamServer:

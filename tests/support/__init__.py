@@ -9,7 +9,7 @@
 """
 from .client import (HTTPResponse, RawClient, ReadTimeout, assert_gateway_error, build_request,
                      chunked, http_request)
-from .data import MiB, payload_chunks, payload_sha256
+from .data import MiB, payload_chunks, payload_sha256, wait_until
 from .gateway import (Gateway, GatewayStartError, Proxy, cluster, free_port, port_accepts, route,
                       simple_config)
 from .upstream import RequestRecord, UpstreamServer, WebSocketEchoServer
@@ -17,6 +17,6 @@ from .upstream import RequestRecord, UpstreamServer, WebSocketEchoServer
 __all__ = [
     "Gateway", "GatewayStartError", "HTTPResponse", "Proxy", "simple_config", "MiB", "RawClient", "ReadTimeout",
     "RequestRecord", "UpstreamServer", "WebSocketEchoServer", "assert_gateway_error",
-    "build_request", "chunked", "cluster", "free_port", "http_request", "payload_chunks",
+    "build_request", "chunked", "wait_until", "cluster", "free_port", "http_request", "payload_chunks",
     "payload_sha256", "port_accepts", "route",
 ]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import time
 from typing import Iterator
 
 BLOCK = 64 * 1024
@@ -34,3 +35,13 @@ def payload_sha256(total: int, seed: int = 1) -> str:
     for chunk in payload_chunks(total, seed):
         h.update(chunk)
     return h.hexdigest()
+
+
+def wait_until(predicate, timeout: float, step: float = 0.05) -> bool:
+    """Poll `predicate` until it is true or `timeout` seconds pass; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
