@@ -68,6 +68,8 @@ DEF HEAD_SLACK = 65536
 # Bounds on an upstream response head; beyond them the response is a 502.
 DEF MAX_RESPONSE_HEADERS = 256
 DEF MAX_RESPONSE_HEAD_BYTES = 65536
+# Interim (1xx) answers relayed before a final one; more is a broken upstream.
+DEF MAX_INTERIM_RESPONSES = 16
 # Lingering close: after an error reply that ends the connection, keep reading
 # (and dropping) what the client still sends for this long, so the client
 # reads the reply instead of a reset.
@@ -285,6 +287,8 @@ cdef class UpstreamConnection:
     cdef bint got_bytes          # any response byte for the current exchange
     cdef bint reset_parser       # a HEAD response ended at its head
     cdef bint feeding            # inside parser callbacks
+    cdef bint interim            # the message being parsed is a 1xx (not the final answer)
+    cdef bint stray              # the upstream sent a message nobody asked for: never pool
     cdef int release_pending     # -1: none; else the deferred exchange_done(reusable)
     cdef public long long raw_remaining  # Content-Length body bytes still to pass through
                                          # without the parser; -1 when not in that mode
@@ -384,9 +388,16 @@ cdef class UpstreamConnection:
 
     # -- httptools callbacks --------------------------------------------------
     def on_message_begin(self):
+        if self.exchange is None:
+            # A message after the one the exchange was given (excess bytes in
+            # the same read): the connection is out of step and must not serve
+            # another client. Stop parsing; _finish_exchange closes it.
+            self.stray = True
+            raise StopParsing()
         self.headers = []
         self.head_bytes = 0
         self.reason = b""
+        self.interim = False
 
     def on_status(self, bytes reason):
         self.reason += reason
@@ -401,6 +412,13 @@ cdef class UpstreamConnection:
         parser = self.parser
         if self.exchange is not None:
             status = parser.get_status_code()
+            if 100 <= status < 200 and status != 101:
+                # Interim answer (RFC 9110 15.2): llhttp ends the message at its
+                # head and parses the final answer as the next message.
+                self.interim = True
+                self.exchange.interim_response(self, status, self.reason, self.headers,
+                                               parser.get_http_version() == "1.1")
+                return
             self.exchange.status = status
             self.exchange.response_head(self, status, self.reason, self.headers,
                                         parser.get_http_version() == "1.1")
@@ -412,6 +430,9 @@ cdef class UpstreamConnection:
             self.exchange.response_body(body)
 
     def on_message_complete(self):
+        if self.interim:
+            self.interim = False  # the final answer is still to come
+            return
         if self.exchange is not None:
             self.exchange.response_end(self)
 
@@ -433,7 +454,7 @@ cdef class UpstreamConnection:
     cdef void _finish_exchange(self, bint reusable):
         if self.transport is None:
             return
-        if reusable and not self.transport.is_closing():
+        if reusable and not self.stray and not self.transport.is_closing():
             self.pool.release(self)
         else:
             self.transport.close()
@@ -470,6 +491,7 @@ cdef class Exchange(Timed):
     cdef public bint upgraded
     cdef tuple local_reply       # (status, code, message, extra headers) or None
     cdef bint continue_sent
+    cdef int interim_count       # 1xx answers seen from the upstream (all tries)
     cdef public bint upstream_keep_alive
     cdef bint upstream_paused
     cdef bint counted            # counted in pool.active
@@ -718,10 +740,30 @@ cdef class Exchange(Timed):
                 return
             self.fail(error)
 
+    cdef void interim_response(self, UpstreamConnection conn, int status, bytes reason,
+                               list headers, bint http11):
+        """A 1xx other than 101 before the final answer. Relayed to HTTP/1.1
+        clients (RFC 9110 15.2: 103 Early Hints, 102, unknown 1xx), dropped for
+        HTTP/1.0 ones. A 100 Continue is never relayed: the gateway sends its own
+        when the client asked (upstream_ready), and an unasked one means nothing
+        to the client. The response_header deadline keeps running: interim
+        answers don't extend the wait for the final one."""
+        self.interim_count += 1
+        if self.interim_count > MAX_INTERIM_RESPONSES:
+            self.upstream_bad_response(conn, "upstream sent too many interim (1xx) responses")
+            return
+        if status == 100 or not self.http11:
+            return
+        cdef MessageInfo info = scan_response(headers, http11)
+        if info.error_status:
+            self.upstream_bad_response(conn, info.error_message)
+            return
+        self.client.send(build_response_head(
+            status, reason, headers, info, self.plan.response_rewrite, self.request_id,
+            F_NONE, True, False))
+
     cdef void response_head(self, UpstreamConnection conn, int status, bytes reason,
                             list headers, bint http11):
-        if 100 <= status < 200 and status != 101:
-            return  # interim: the gateway answered Expect itself, nothing to relay
         self._cancel_timer()
         if status >= 500:
             self.outcome = OUTCOME_5XX
@@ -796,8 +838,12 @@ cdef class Exchange(Timed):
             self.client.send(CHUNK_END)
         self.response_done = True
         self.upstream = None
+        # Reusable only when both messages were framed and moved whole: the
+        # request's body was forwarded to its end (request_done) and the
+        # answer read to its end. An Upgrade request is never reused: its
+        # body, if any, was not parsed (llhttp stops at the head).
         conn.exchange_done(self.upstream_keep_alive and self.request_done
-                           and self.upstream_framing != F_CLOSE)
+                           and self.upstream_framing != F_CLOSE and not self.info.upgrade)
         self._release_endpoint()
         # An upstream that answered before the whole body arrived no longer
         # pushes back: the rest of the body is read and dropped.
@@ -1245,9 +1291,22 @@ cdef class ClientConnection(Timed):
         self.head_seen = 0
         cdef GatewayCore gateway = self.gateway
         parser = self.parser
-        cdef bint http11 = parser.get_http_version() == "1.1"
+        version = parser.get_http_version()
+        cdef bint http11 = version == "1.1"
+        if not http11 and version != "1.0":
+            # llhttp reads "GET /x" without a version as HTTP/0.9 and then goes
+            # on parsing headers and a body: a gateway doesn't speak 0.9.
+            if version == "0.9":
+                raise RequestRejected(400, "bad_request", "request line without an HTTP version")
+            raise RequestRejected(505, "http_version_not_supported",
+                                  f"HTTP/{version} is not supported (HTTP/1.0 and 1.1 are)")
         cdef bytes method = parser.get_method()
         cdef MessageInfo info = scan_request(self.headers, http11)
+        if parser.should_upgrade() and (info.chunked or info.content_length > 0):
+            # llhttp stops at an Upgrade (or CONNECT) head and never parses a
+            # body: forwarding the head would leave the upstream waiting for
+            # bytes that then come from the next request on the connection.
+            raise RequestRejected(400, "bad_request", "an Upgrade request with a body is not supported")
         cdef bytes request_id = info.request_id
         if request_id is None:
             request_id = gateway.request_ids.next()
@@ -1333,13 +1392,8 @@ cdef class ClientConnection(Timed):
             ex.response_extra = decision.headers
         if info.upgrade and not info.websocket:
             # Only WebSocket upgrades are tunnelled; others are served as plain
-            # requests on a connection that closes afterwards. llhttp stops at
-            # an Upgrade head, so such a request can't carry a body.
-            if info.chunked or info.content_length > 0:
-                ex.reply_locally(400, "bad_request",
-                                 "a non-WebSocket Upgrade request with a body is not supported",
-                                 False)
-                return
+            # requests on a connection that closes afterwards (one with a body
+            # was refused in on_headers_complete).
             ex.keep_alive = False
         cdef bytes target = path if plan.rewrite is None else plan.rewrite(path, params)
         if query:
