@@ -45,7 +45,7 @@ from fastgw._native.headers cimport (
 from fastgw._native.metrics cimport (
     G_CONNECTIONS_OPEN, G_CONNECTIONS_TOTAL, G_IN_FLIGHT, STREAM_SSE, WorkerMetrics, now_ns,
 )
-from fastgw.proxy.errors import CONTINUE_100, ProxyError, error_reply
+from fastgw.proxy.errors import CONTINUE_100, ProxyError, answer_reply, error_reply
 
 log = logging.getLogger("fastgw")
 
@@ -84,7 +84,7 @@ DEF PAUSE_CLOSING = 4     # nothing more is parsed on this connection
 DEF WAIT_HEAD = 1   # response_header timeout: waiting for the upstream's status line
 DEF WAIT_IDLE = 2   # idle timeout: a body in flight has stalled
 
-# Where an exchange is in its admission stages (RoutePlan.admission).
+# Where an exchange is in its stages (RoutePlan.stages).
 DEF ADMIT_RUNNING = 1   # inside a stage's admit()
 DEF ADMIT_WAITING = 2   # a stage answered WAIT: admission_done() resumes
 DEF ADMIT_EARLY = 3     # admission_done() came before admit() returned WAIT
@@ -101,8 +101,13 @@ DEF OUTCOME_5XX = 5          # a 5xx status from the upstream
 DEF OUTCOME_CANCELLED = 6    # the client went away: says nothing about the upstream
 OK, CONNECT_FAILURE, TIMEOUT, RESET, BAD_RESPONSE, STATUS_5XX, CANCELLED = range(7)
 
-# An admission stage's answer: "I keep this exchange and call admission_done later".
+# A stage's answer: "I keep this exchange and call admission_done later".
 WAIT = object()
+
+# Why a try failed, for the one retry decision (Exchange._retry_after).
+DEF FAILED_CONNECT = 1   # refused, unreachable or timed out dialling: nothing was sent
+DEF FAILED_RESET = 2     # closed before a complete response head
+DEF FAILED_TIMEOUT = 3   # no response head within the try's deadline
 
 cdef bytes CHUNK_END = b"0\r\n\r\n"
 cdef bytes CRLF = b"\r\n"
@@ -153,11 +158,37 @@ cdef class RoutePlan:
     cdef public double websocket_idle_timeout
     cdef public object rewrite            # None, or (path, params) -> upstream path
     cdef public bytes default_host        # Host for HTTP/1.0 requests without one
-    cdef public object limiter            # None, or .check(peer_ip, headers) -> decision (phase 4)
-    cdef public tuple admission           # None, or stages with .admit(exchange) (phase 4, async)
+    cdef public tuple stages              # None, or the route's stages in phase order
+                                          # (access, admission: fastgw/pipeline/phases.py):
+                                          # LocalLimit, or objects with .admit(exchange)
+    cdef public tuple response_hooks      # None, or hook(exchange, status, headers) -> None | ProxyError
+    cdef public tuple log_hooks           # None, or hook(exchange), when the exchange is over
     cdef public object retry              # None, or a RetryRule (fastgw/policy/retry.py): phase 11
     cdef public double try_timeout        # response head deadline of one try
     cdef public int index                 # route.index: the route's metrics block
+
+
+cdef class LocalLimit:
+    """A route's host-local rate limits as one of its stages. The exchange
+    runs it itself (no Python call through `admit`), and a refusal keeps the
+    client's connection like any local reply: the body is read and dropped."""
+    cdef public object limiter            # RouteLimiter: .check(peer_ip, headers) -> Decision
+
+    def __init__(self, limiter):
+        self.limiter = limiter
+
+
+cdef class Answer:
+    """A stage's (a plugin's) own answer instead of the upstream's: status,
+    complete header lines (b"Name: value\r\n" each) and a body."""
+    cdef public int status
+    cdef public bytes header_lines
+    cdef public bytes body
+
+    def __init__(self, int status, bytes header_lines=b"", bytes body=b""):
+        self.status = status
+        self.header_lines = header_lines
+        self.body = body
 
 
 # ---------------------------------------------------------------------------
@@ -499,7 +530,7 @@ cdef class Exchange(Timed):
     cdef public list request_headers  # the client's header list (balancers may hash on it)
     cdef int deadline_kind
     cdef bytes response_extra    # header lines policies add to the response (rate-limit state)
-    cdef Py_ssize_t admission_step  # next stage of plan.admission to run
+    cdef Py_ssize_t admission_step  # next stage of plan.stages to run
     cdef int admission_state     # ADMIT_*
     cdef object admission_verdict  # a verdict given while its stage's admit() was still running
     cdef list finish_callbacks   # None, or callables run once when the exchange ends
@@ -515,6 +546,13 @@ cdef class Exchange(Timed):
     cdef public bytes target     # the request target as received (access log)
     cdef public int retries      # tries after the first (phase 11; not stale-connection replays)
     cdef public int rate_limit   # 0: no limit on the route, 1: allowed, 2: denied
+    # What stages and plugins read (set at phase 2, route).
+    cdef public bytes path       # the request path, as received
+    cdef public bytes query      # "?..." or b""
+    cdef public object params    # None, or ((name, value), ...) of the path template
+    cdef bytes upstream_target   # path (rewritten) + query: the upstream request target
+    cdef public dict log_fields  # None, or fields stages add to the access log line
+    cdef public object context   # None, or what Python stages keep per exchange (a plugin Request)
 
     def __init__(self, ClientConnection client, bytes method, MessageInfo info,
                  bytes request_id, bint keep_alive, bint http11):
@@ -536,9 +574,28 @@ cdef class Exchange(Timed):
                 gateway.metrics.add(G_IN_FLIGHT, 1)
 
     # -- setup -------------------------------------------------------------
-    cdef void proxy_to(self, RoutePlan plan, bytes head):
+    cdef void proxy_to(self, RoutePlan plan, bytes target):
+        """Phase 2 found the route. The upstream head is built once the stages
+        have run (they may change request headers); body bytes that arrive
+        meanwhile queue behind the slot it will fill (`_build_head`)."""
         self.plan = plan
-        self._queue_out(head)
+        self.upstream_target = target
+        self.pending_out.append(None)
+        self.sent.append(None)
+
+    cdef void _build_head(self):
+        cdef RoutePlan plan = self.plan
+        cdef GatewayCore gateway = self.client.gateway
+        cdef bytes head = build_request_head(self.method, self.upstream_target, self.request_headers,
+                                             self.info, plan.request_rewrite, self.client.peer_ip,
+                                             self.request_id, plan.default_host, gateway.trace)
+        self.pending_out[0] = head  # nothing has been written: the slot is still first
+        self.pending_bytes += len(head)
+        if self.sent is not None:
+            self.sent[0] = head
+            self.sent_bytes += len(head)
+            if self.sent_bytes > REPLAY_LIMIT:
+                self.sent = None
 
     cdef void reply_locally(self, int status, str code, str message, int keep_alive=-1,
                             bytes extra_headers=b""):
@@ -555,25 +612,30 @@ cdef class Exchange(Timed):
             self._write_error(status, code, message, extra)
             self._response_finished()
             return
-        if self.plan.admission is not None:
+        if self.plan.stages is not None:
             self._run_admission()
             return
+        self._build_head()
         self._select_upstream()
 
-    # -- phase 4: admission stages (Redis limits, concurrency slots) -----------
+    # -- phases 3-4: the route's stages (plugins, access, limits, slots) -------
     cdef void _run_admission(self):
         """Run the plan's remaining stages in order; stop at a refusal or at a
         stage that keeps the exchange (WAIT); after the last one, phase 5."""
-        cdef tuple stages = self.plan.admission
+        cdef tuple stages = self.plan.stages
         while self.admission_step < len(stages):
             stage = stages[self.admission_step]
             self.admission_step += 1
+            if type(stage) is LocalLimit:
+                if not self._local_limit((<LocalLimit>stage).limiter):
+                    return  # answered 429 (a local reply)
+                continue
             self.admission_state = ADMIT_RUNNING
             try:
                 verdict = stage.admit(self)
             except Exception as err:  # a bug in a stage: this request fails, the rest go on
-                self.client.gateway.log_internal_error(f"admission stage {stage!r}", err)
-                verdict = ProxyError(500, "internal_error", "internal error in an admission stage")
+                self.client.gateway.log_internal_error(f"stage {stage!r}", err)
+                verdict = ProxyError(500, "internal_error", "internal error in a stage")
             if verdict is WAIT:
                 if self.admission_state == ADMIT_EARLY:  # it already decided
                     verdict = self.admission_verdict
@@ -585,7 +647,25 @@ cdef class Exchange(Timed):
             if verdict is not None:
                 self._refuse(verdict)
                 return
+        self._build_head()
         self._select_upstream()
+
+    cdef bint _local_limit(self, object limiter):
+        """Host-local rate limits (phase 4): True passes; False answered 429."""
+        cdef GatewayCore gateway = self.client.gateway
+        decision = limiter.check(self.client.peer_ip, self.request_headers)
+        self.rate_limit = 1 if decision.allowed else 2
+        if gateway.metrics is not None:
+            gateway.metrics.rate_limited(self.plan.index, decision.allowed)
+        if decision.allowed:
+            self.add_response_headers(decision.headers)
+            return True
+        # As any local reply: the rest of a body is read and dropped, the
+        # connection kept.
+        self.local_reply = (decision.status, "rate_limited", decision.message, decision.headers)
+        self._write_error(decision.status, "rate_limited", decision.message, decision.headers)
+        self._response_finished()
+        return False
 
     def admission_done(self, verdict):
         """A stage that answered WAIT decides: None goes on, a ProxyError refuses."""
@@ -601,16 +681,19 @@ cdef class Exchange(Timed):
         else:
             self._run_admission()
 
-    cdef void _refuse(self, error):
-        """An admission stage said no. Nothing went upstream: a request without a
-        body keeps its connection (the rest of a body would have to be read and
-        dropped first, so a request with one is answered on a closing connection)."""
-        if self.request_done or (not self.info.chunked and self.info.content_length <= 0):
-            self.response_done = True
-            self._write_error(error.status, error.code, error.message, error.headers)
-            self._response_finished()
+    cdef void _refuse(self, verdict):
+        """A stage said no (a ProxyError) or answered itself (an Answer).
+        Nothing went upstream: a request without a body keeps its connection
+        (the rest of a body would have to be read and dropped first, so a
+        request with one is answered on a closing connection)."""
+        if not (self.request_done or (not self.info.chunked and self.info.content_length <= 0)):
+            self.keep_alive = False
+        self.response_done = True
+        if type(verdict) is Answer:
+            self._write_answer(<Answer>verdict)
         else:
-            self.fail(error)
+            self._write_error(verdict.status, verdict.code, verdict.message, verdict.headers)
+        self._response_finished()
 
     def add_response_headers(self, bytes lines):
         """Header lines ("Name: value\r\n" each) for the response this exchange sends."""
@@ -735,10 +818,8 @@ cdef class Exchange(Timed):
     def upstream_connect_failed(self, error):
         if not self.finished:
             self.outcome = OUTCOME_TIMEOUT if error.status == 504 else OUTCOME_CONNECT
-            retry = self.plan.retry
-            if retry is not None and retry.on_connect_failure and self._retry(True, 0.0):
-                return
-            self.fail(error)
+            if not self._retry_after(FAILED_CONNECT):
+                self.fail(error)
 
     cdef void interim_response(self, UpstreamConnection conn, int status, bytes reason,
                                list headers, bint http11):
@@ -772,11 +853,18 @@ cdef class Exchange(Timed):
                 if self._retry_status(conn, retry, headers):
                     return
         cdef MessageInfo info = scan_response(headers, http11)
-        if info.event_stream and self.timed:
-            self._stream_opened()
         if info.error_status:
             self.upstream_bad_response(conn, info.error_message)
             return
+        if self.plan.response_hooks is not None and status != 101:
+            for hook in self.plan.response_hooks:  # phase 9: they may edit `headers`
+                refused = hook(self, status, headers)
+                if refused is not None:
+                    self._drop_upstream(conn)
+                    self.fail(refused)
+                    return
+        if info.event_stream and self.timed:
+            self._stream_opened()
         self.upstream_keep_alive = info.keep_alive
         if status == 101:
             if not self.info.websocket:
@@ -887,8 +975,7 @@ cdef class Exchange(Timed):
             self.pool.acquire(self, True)
             return
         self.outcome = OUTCOME_RESET
-        retry = self.plan.retry
-        if retry is not None and retry.on_reset and self._retry(False, 0.0):
+        if self._retry_after(FAILED_RESET):
             return
         self.fail(ProxyError(502, "upstream_reset",
                              f"upstream {self.pool.endpoint.address} closed the connection "
@@ -919,12 +1006,26 @@ cdef class Exchange(Timed):
         self._schedule_retry(False, wait)
         return True
 
-    cdef bint _retry(self, bint nothing_sent, double wait):
-        """After a failed try and before any response byte reached the client:
-        schedule another try (True), or let the failure answer (False)."""
+    cdef bint _retry_after(self, int failure):
+        """The retry decision for a try that failed (FAILED_*) before any
+        response byte reached the client: schedule another try (True), or let
+        the failure answer (False). A retryable 5xx head decides in
+        `_retry_status`, which needs the head (Retry-After)."""
+        retry = self.plan.retry
+        if retry is None:
+            return False
+        if failure == FAILED_CONNECT:
+            if not retry.on_connect_failure:
+                return False
+        elif failure == FAILED_RESET:
+            if not retry.on_reset:
+                return False
+        elif not retry.on_timeout:
+            return False
+        cdef bint nothing_sent = failure == FAILED_CONNECT
         if not self._may_retry(nothing_sent):
             return False
-        self._schedule_retry(nothing_sent, wait)
+        self._schedule_retry(nothing_sent, 0.0)
         return True
 
     cdef bint _may_retry(self, bint nothing_sent):
@@ -980,8 +1081,7 @@ cdef class Exchange(Timed):
                 return
             self.outcome = OUTCOME_TIMEOUT
             self._drop_upstream(self.upstream)
-            retry = self.plan.retry
-            if retry is not None and retry.on_timeout and self._retry(False, 0.0):
+            if self._retry_after(FAILED_TIMEOUT):
                 return
             self.fail(ProxyError(504, "upstream_timeout",
                                  f"no response head from {self.pool.endpoint.address} within "
@@ -1026,10 +1126,6 @@ cdef class Exchange(Timed):
             if self.pending_bytes > CONNECT_BUFFER_LIMIT:
                 self.client.pause_reading_for(PAUSE_UPSTREAM)
 
-    cdef void _queue_out(self, bytes data):
-        self.pending_out.append(data)
-        self._log_sent(data)
-
     cdef void _drop_upstream(self, UpstreamConnection conn):
         self._cancel_timer()
         if conn is not None:
@@ -1055,6 +1151,12 @@ cdef class Exchange(Timed):
         self.status = status
         self.client.send(error_reply(status, code, message, self.request_id,
                                      self.keep_alive, extra))
+
+    cdef void _write_answer(self, Answer answer):
+        self.status = answer.status
+        self.bytes_out += len(answer.body)
+        self.client.send(answer_reply(answer.status, answer.header_lines, answer.body, self.request_id,
+                                      self.keep_alive, self.is_head, self.response_extra))
 
     cdef void fail(self, error):
         """End the exchange with a local error reply (nothing sent yet)."""
@@ -1120,6 +1222,12 @@ cdef class Exchange(Timed):
                                  self.bytes_out)
             if self.event_stream:
                 metrics.stream_closed(STREAM_SSE)
+        if self.plan is not None and self.plan.log_hooks is not None:
+            for hook in self.plan.log_hooks:  # phase 12: before the line, so they can add fields
+                try:
+                    hook(self)
+                except Exception as err:
+                    gateway.log_internal_error("a log hook", err)
         if gateway.access_log is not None:
             try:
                 gateway.access_log.log(self)
@@ -1376,20 +1484,13 @@ cdef class ClientConnection(Timed):
         route, params = found
         cdef RoutePlan plan = <RoutePlan>gateway.plans[route.index]
         ex.plan = plan  # local replies from here on count under the route
+        ex.path = path
+        ex.query = query
+        ex.params = params
         if info.content_length > gateway.max_body_bytes:
             ex.reply_locally(413, "body_too_large",
                              f"request body larger than {gateway.max_body_bytes} bytes", False)
             return
-        if plan.limiter is not None:  # phase 4: limit
-            decision = plan.limiter.check(self.peer_ip, self.headers)
-            ex.rate_limit = 1 if decision.allowed else 2
-            if gateway.metrics is not None:
-                gateway.metrics.rate_limited(plan.index, decision.allowed)
-            if not decision.allowed:
-                ex.reply_locally(decision.status, "rate_limited", decision.message, -1,
-                                 decision.headers)
-                return
-            ex.response_extra = decision.headers
         if info.upgrade and not info.websocket:
             # Only WebSocket upgrades are tunnelled; others are served as plain
             # requests on a connection that closes afterwards (one with a body
@@ -1398,9 +1499,7 @@ cdef class ClientConnection(Timed):
         cdef bytes target = path if plan.rewrite is None else plan.rewrite(path, params)
         if query:
             target += query
-        ex.proxy_to(plan, build_request_head(method, target, self.headers, info,
-                                             plan.request_rewrite, self.peer_ip, ex.request_id,
-                                             plan.default_host, gateway.trace))
+        ex.proxy_to(plan, target)
 
     # -- the queue of exchanges -----------------------------------------------
     cdef void _enqueue(self, Exchange ex):
