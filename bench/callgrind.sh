@@ -25,7 +25,8 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 300); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+# Under valgrind on a busy machine the interpreter takes a while to listen: up to 3 min.
+wait_port() { for _ in $(seq "${WAIT_TENTHS:-1800}"); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
 if [ -z "${UPSTREAM:-}" ]; then
     UP_PORT=$(free_port)

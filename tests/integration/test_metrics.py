@@ -251,7 +251,13 @@ def test_a_dead_workers_counters_stay_and_its_gauges_clear(upstream, gateway_fac
     deadline = time.monotonic() + 10
     while http_request(gw.port, "GET", "/users/after").status != 200:
         assert time.monotonic() < deadline
+    # The probe's connection closes on the client side first: wait until the
+    # new worker has seen it close (bounded) before reading its gauges.
+    deadline = time.monotonic() + 10
     m = scrape(gw, dump)
+    while m.get_value("fastgw_client_connections") != 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        m = scrape(gw, dump)
     # Counters went on from the dead worker's figures (its slot was reused).
     assert m.get_value("fastgw_requests_total", route="users", method="GET", status="2xx") == 8
     # Its open stream and connection died with it: closed, not active forever.

@@ -80,9 +80,12 @@ def test_one_limit_holds_across_two_workers(upstream, gateway_factory):
     lost = tokens_lost_to_stalls(times, started, started + elapsed)
     # Requests spread over both workers, yet admissions follow the one limit:
     # never more than it allows (two separate limits would admit twice as
-    # many), and no fewer than it allows minus what stalls wasted.
+    # many), and not far below what it allows minus what stalls wasted (a
+    # limit charging twice would admit half). The lower bound keeps 10 %:
+    # stalls shorter than BURST/RATE also cost tokens when they bunch up
+    # with the client's own, and this machine may be very busy.
     assert counts[200] <= expected * 1.02 + 2, (counts, elapsed, expected)
-    assert counts[200] >= (expected - lost) * 0.98 - 2, (counts, elapsed, expected, lost)
+    assert counts[200] >= (expected - lost) * 0.9 - 2, (counts, elapsed, expected, lost)
     assert counts.get(429, 0) > counts[200], "the flood never exceeded the limit"
 
 

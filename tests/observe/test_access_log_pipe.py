@@ -19,7 +19,7 @@ def _exchange(i: int):
         info=info, plan=None, upstream_ns=0, request_id=b"r-%08d" % i,
         client=types.SimpleNamespace(peer_ip=b"127.0.0.1"), method=b"GET", target=b"/p?x=" + b"y" * 700,
         status=404, body_bytes=0, bytes_out=0, duration_ns=1000, endpoint=None, retries=0, rate_limit=0,
-        request_headers=[])
+        request_headers=[], log_fields=None)
 
 
 def test_pipe_writes_are_whole_lines_within_pipe_buf(tmp_path, monkeypatch):
