@@ -481,11 +481,11 @@ def test_empty_file(config_errors, find_error):
 
 def test_binary_file(tmp_path):
     path = tmp_path / "gateway.yaml"
-    path.write_bytes(b"\xff\xfe\x00garbage")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00garbage")
     with pytest.raises(ConfigError) as caught:
         load(path, env={})
-    assert caught.value.errors == [f"{path}: not a UTF-8 text file (a config is YAML text; "
-                                   "start from examples/gateway.yaml)"]
+    assert caught.value.errors == [f"{path}: line 1, column 1: not a UTF-8 text file: byte 0x89 there is not "
+                                   "UTF-8 (a config is UTF-8 YAML text; re-save it as UTF-8, or remove that byte)"]
 
 
 def test_duplicate_yaml_keys_are_errors(config_errors, minimal):
