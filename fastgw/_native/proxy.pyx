@@ -155,6 +155,7 @@ cdef class RoutePlan:
     cdef public tuple admission           # None, or stages with .admit(exchange) (phase 4, async)
     cdef public object retry              # None, or a RetryRule (fastgw/policy/retry.py): phase 11
     cdef public double try_timeout        # response head deadline of one try
+    cdef public double connect_timeout    # the route's timeouts.connect, else the cluster's
     cdef public int index                 # route.index: the route's metrics block
 
 
@@ -171,7 +172,6 @@ cdef class EndpointPool:
     cdef public list idle
     cdef public Py_ssize_t max_idle
     cdef public double idle_timeout
-    cdef public double connect_timeout
     cdef public long active      # exchanges using this endpoint now (least_request reads it)
     cdef public long created     # connections ever opened
     cdef public long open        # connections open now
@@ -184,7 +184,6 @@ cdef class EndpointPool:
         self.idle = []
         self.max_idle = cluster.pool_max_idle
         self.idle_timeout = cluster.pool_idle_timeout
-        self.connect_timeout = cluster.timeouts.connect
 
     cdef void acquire(self, Exchange exchange, bint fresh):
         """Attach a connection to `exchange`: an idle one now, else a new one
@@ -204,15 +203,17 @@ cdef class EndpointPool:
     async def _connect(self, Exchange exchange):
         endpoint = self.endpoint
         cdef UpstreamConnection conn
+        # The pool is the cluster's, the timeout the route's: dialled on its behalf.
+        cdef double timeout = exchange.plan.connect_timeout
         try:
             transport, conn = await asyncio.wait_for(
                 self.loop.create_connection(lambda: UpstreamConnection(self),
                                             endpoint.host, endpoint.port),
-                self.connect_timeout)
+                timeout)
         except TimeoutError:
             exchange.upstream_connect_failed(ProxyError(
                 504, "upstream_timeout",
-                f"connect to {endpoint.address} timed out after {self.connect_timeout:g}s"))
+                f"connect to {endpoint.address} timed out after {timeout:g}s"))
             return
         except OSError as err:
             exchange.upstream_connect_failed(ProxyError(

@@ -45,6 +45,7 @@ def make_route_plan(route: Route, cluster: ClusterRuntime, timeouts, table: Rout
     if route.retries.per_try_timeout is not None:
         plan.try_timeout = min(route.retries.per_try_timeout, timeouts.response_header)
     plan.idle_timeout = timeouts.idle
+    plan.connect_timeout = timeouts.connect
     plan.websocket_idle_timeout = timeouts.websocket_idle
     req, resp = route.request_headers, route.response_headers
     plan.request_rewrite = HeaderRewrite(add=req.add, set=req.set, remove=req.remove)
