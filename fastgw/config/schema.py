@@ -359,10 +359,32 @@ _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 METHODS_HINT = "write a list of HTTP methods, e.g. [GET, POST]; omit methods to allow any"
 
 
+# The methods a route may list: RFC 9110's (less CONNECT), PATCH (RFC 5789),
+# WebDAV's (RFC 4918) and the WebDAV extensions in common use: REPORT
+# (RFC 3253; CalDAV and CardDAV), MKCALENDAR (RFC 4791), SEARCH (RFC 5323).
+# A closed list, because a misspelt method (GTE) is otherwise accepted and
+# the route answers 405 to the method meant. Routes without `methods` take
+# any method, extension methods (PURGE, ...) included.
+KNOWN_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH",
+                 "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK",
+                 "REPORT", "MKCALENDAR", "SEARCH")
+
+
 def parse_method(value: object) -> str:
     if not isinstance(value, str) or not _TOKEN_RE.fullmatch(value):
         raise Invalid(f"{describe(value)} is not an HTTP method", METHODS_HINT)
-    return value.upper()
+    method = value.upper()
+    if method == "CONNECT":
+        raise Invalid("CONNECT is never routed",
+                      "fastgw is a reverse proxy: a CONNECT request (a tunnel to host:port) is refused with 400 "
+                      "before routing; remove it")
+    if method not in KNOWN_METHODS:
+        close = difflib.get_close_matches(method, KNOWN_METHODS, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise Invalid(f"unknown method {shorten(value)}",
+                      f"{hint}known methods: {', '.join(KNOWN_METHODS)}; "
+                      "omit methods to let the route take any method, extension methods included")
+    return method
 
 
 ROUTE_HOST_HINT = "write an exact host like api.example.com, or *.example.com for its subdomains"
