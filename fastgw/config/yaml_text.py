@@ -58,6 +58,8 @@ def read_text(path: str, *, max_bytes: int = MAX_FILE_BYTES) -> str:
     except OSError as error:
         raise YamlProblem(None, f"cannot read: {error.strerror or error}",
                           "check the path and its permissions") from None
+    except ValueError:  # open() refuses a path with a NUL in it
+        raise YamlProblem(None, "the path contains a NUL character", "check the path") from None
     if len(data) > max_bytes:
         raise YamlProblem(None, f"larger than {max_bytes // (1024 * 1024)} MiB",
                           "is it the right file? a config of 10,000 routes is about 2 MiB")

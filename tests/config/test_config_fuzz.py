@@ -78,7 +78,8 @@ TRICKY = [
     "round_robin", "least_request", "p2c", "ring_hash", "GET", "get", "GTE", "P T", "CONNECT",
     "open", "closed", "off", "on", "yes", "200-399", "399-200", "600", "50%", "101%", "²", "٣", "50³",
     "redis://:pw@127.0.0.1:6379/0", "redis://a/99", "redis://a/1?db=2", "unix:///run/r.sock?db=1",
-    "unix://host/x", "rediss://a", "stdout", "/dev/null", "eps.yaml", "/", "x\x00y", "a\r\nb: c", "\ufeff",
+    "unix://host/x", "rediss://a", "stdout", "/dev/null", "/dev/zero", "eps.yaml", "/", "x\x00y", "a\r\nb: c",
+    "\ufeff",
 ]
 NUMBERS = st.one_of(
     st.integers(), st.integers(min_value=-2**70, max_value=2**70),

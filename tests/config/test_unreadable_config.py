@@ -108,6 +108,26 @@ def test_a_device_that_never_ends_is_cut_off():
                                    "routes is about 2 MiB; start from examples/gateway.yaml)"]
 
 
+@pytest.mark.parametrize("key, path, expected", [
+    ("endpoints_file", "eps\x00.yaml", "the path contains a NUL character"),
+    ("endpoints_file", "/dev/zero", "larger than 8 MiB"),
+    ("token_file", "tok\x00en", "cannot read 'tok\\x00en': embedded null byte"),
+    ("token_file", "/dev/zero", "'/dev/zero' is longer than 4096 characters"),
+])
+def test_files_named_in_the_config_are_read_safely(tmp_path, key, path, expected):
+    config = tmp_path / "gateway.yaml"
+    quoted = '"' + path.replace("\x00", "\\x00") + '"'
+    if key == "endpoints_file":
+        config.write_bytes(VALID.replace(b"{endpoints: [http://127.0.0.1:9]}",
+                                         b"{endpoints_file: " + quoted.encode() + b"}"))
+    else:
+        config.write_bytes(VALID + b"admin: {token_file: " + quoted.encode() + b"}\n")
+    with pytest.raises(ConfigError) as caught:
+        load(config, env={})
+    (line,) = caught.value.errors
+    assert line.startswith(f"{config}: ") and expected in line, line
+
+
 def test_a_byte_order_mark_is_fine(tmp_path):
     path = tmp_path / "gateway.yaml"
     path.write_bytes(b"\xef\xbb\xbf" + VALID)
