@@ -176,6 +176,7 @@ cdef class RoutePlan:
     cdef public tuple log_hooks           # None, or hook(exchange), when the exchange is over
     cdef public object retry              # None, or a RetryRule (fastgw/policy/retry.py): phase 11
     cdef public double try_timeout        # response head deadline of one try
+    cdef public double connect_timeout    # the route's timeouts.connect, else the cluster's
     cdef public int index                 # route.index: the route's metrics block
 
 

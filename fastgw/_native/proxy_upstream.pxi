@@ -14,7 +14,6 @@ cdef class EndpointPool:
     cdef public list idle
     cdef public Py_ssize_t max_idle
     cdef public double idle_timeout
-    cdef public double connect_timeout
     cdef public long active      # exchanges using this endpoint now (least_request reads it)
     cdef public long created     # connections ever opened
     cdef public long open        # connections open now
@@ -27,7 +26,6 @@ cdef class EndpointPool:
         self.idle = []
         self.max_idle = cluster.pool_max_idle
         self.idle_timeout = cluster.pool_idle_timeout
-        self.connect_timeout = cluster.timeouts.connect
 
     cdef void acquire(self, Exchange exchange, bint fresh):
         """Attach a connection to `exchange`: an idle one now, else a new one
@@ -47,15 +45,17 @@ cdef class EndpointPool:
     async def _connect(self, Exchange exchange):
         endpoint = self.endpoint
         cdef UpstreamConnection conn
+        # The pool is the cluster's, the timeout the route's: dialled on its behalf.
+        cdef double timeout = exchange.plan.connect_timeout
         try:
             transport, conn = await asyncio.wait_for(
                 self.loop.create_connection(lambda: UpstreamConnection(self),
                                             endpoint.host, endpoint.port),
-                self.connect_timeout)
+                timeout)
         except TimeoutError:
             exchange.upstream_connect_failed(ProxyError(
                 504, "upstream_timeout",
-                f"connect to {endpoint.address} timed out after {self.connect_timeout:g}s"))
+                f"connect to {endpoint.address} timed out after {timeout:g}s"))
             return
         except OSError as err:
             exchange.upstream_connect_failed(ProxyError(

@@ -21,12 +21,14 @@ from dataclasses import replace
 from fastgw.config.model import AdminSettings, Cluster, Config, Listener
 from fastgw.config.errors import ErrorList, Invalid, item
 from fastgw.config.reader import Section, parse_or_record
-from fastgw.config.schema import ADDRESS_HINT, describe, format_address, parse_address, parse_name, suggestion
+from fastgw.config.schema import (ADDRESS_HINT, describe, format_address, parse_address, parse_name, shorten,
+                                  suggestion)
 
 ADMIN_KEYS = ("enabled", "address", "token", "token_file", "token_env", "required_clusters")
 TOKEN_KEYS = ("token", "token_file", "token_env")
 # A bearer token short enough to guess is no protection.
 MIN_TOKEN_LENGTH = 16
+MAX_TOKEN_FILE_CHARS = 4096
 TOKEN_HINT = f"use a random string of at least {MIN_TOKEN_LENGTH} characters, e.g. from `openssl rand -hex 32`"
 REQUIRED_HINT = "write a list of cluster names, e.g. required_clusters: [users]"
 
@@ -92,12 +94,17 @@ def _read_token(admin: Section, env: Mapping[str, str]) -> tuple[str | None, str
     elif key == "token_file":
         try:
             with open(value, encoding="utf-8") as file:
-                token = file.read().strip()
-        except (OSError, UnicodeDecodeError) as error:
+                token = file.read(MAX_TOKEN_FILE_CHARS + 1)  # bounded: token_file: /dev/zero
+        except (OSError, UnicodeDecodeError, ValueError) as error:  # ValueError: a NUL in the path
             reason = getattr(error, "strerror", None) or str(error)
-            admin.errors.add(admin.path(key), f"cannot read {value!r}: {reason}",
+            admin.errors.add(admin.path(key), f"cannot read {shorten(value)}: {reason}",
                              "check the path and its permissions")
             return None, None
+        if len(token) > MAX_TOKEN_FILE_CHARS:
+            admin.errors.add(admin.path(key), f"{shorten(value)} is longer than {MAX_TOKEN_FILE_CHARS} characters",
+                             "the file holds the token alone: " + TOKEN_HINT)
+            return None, None
+        token = token.strip()
         source = f"file {value}"
     else:
         token = env.get(value, "").strip()

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from functools import partial
 
-import yaml
-
+from fastgw.config import yaml_text
 from fastgw.config.errors import ErrorList, item
 from fastgw.config.model import Endpoint
 from fastgw.config.reader import Section, parse_or_record
@@ -54,21 +53,13 @@ class _Errors(ErrorList):
 def read_endpoints_file(path: str) -> tuple[Endpoint, ...]:
     """The endpoints listed in `path`, or EndpointsFileError."""
     try:
-        with open(path, encoding="utf-8") as file:
-            text = file.read()
-    except FileNotFoundError:
-        raise EndpointsFileError(path, [(None, "file not found", "write the file, or fix the path")]) from None
-    except UnicodeDecodeError:
-        raise EndpointsFileError(path, [(None, "not UTF-8 text", FILE_HINT)]) from None
-    except OSError as error:
-        raise EndpointsFileError(path, [(None, f"cannot read: {error.strerror}", "check its permissions")]) from None
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "(unknown position)"
-        problem = getattr(error, "problem", None) or str(error)
-        raise EndpointsFileError(path, [(where, f"invalid YAML/JSON: {problem}", FILE_HINT)]) from None
+        document, _ = yaml_text.parse(yaml_text.read_text(path))
+    except yaml_text.YamlProblem as problem:
+        hint = {"file not found": "write the file, or fix the path"}.get(problem.problem, problem.hint)
+        text = problem.problem
+        if text.startswith("invalid YAML: "):  # JSON is YAML: say both, as the docs do
+            text, hint = "invalid YAML/JSON: " + text.removeprefix("invalid YAML: "), FILE_HINT
+        raise EndpointsFileError(path, [(problem.where, text, hint)]) from None
     return parse_endpoints_document(document, path)
 
 

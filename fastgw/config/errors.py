@@ -50,7 +50,20 @@ class ErrorList:
 
 def child(keypath: str, key: object) -> str:
     """`routes[3]` + `match` -> `routes[3].match`; the top level has no prefix."""
-    return f"{keypath}.{key}" if keypath else str(key)
+    name = show_key(key)
+    return f"{keypath}.{name}" if keypath else name
+
+
+def show_key(key: object) -> str:
+    """A mapping key as the user wrote it; quoted when it would not read back
+    (a key with control characters or spaces around it); null reads `null`."""
+    if key is None:
+        return "null"
+    text = str(key)
+    if isinstance(key, str) and text.isprintable() and text.strip() == text and text:
+        return text if len(text) <= 60 else text[:56] + "..."
+    shown = repr(key)
+    return shown if len(shown) <= 60 else shown[:56] + "..."
 
 
 def item(keypath: str, index: int) -> str:

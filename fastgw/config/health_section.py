@@ -73,7 +73,7 @@ def parse_check_path(value: object) -> str:
 
 
 STATUSES_HINT = "write statuses or ranges, e.g. 200-399, [200, 204] or ['200-299', 404]"
-_RANGE_RE = re.compile(r"\s*(\d{3})\s*(?:-\s*(\d{3})\s*)?")
+_RANGE_RE = re.compile(r"\s*(\d{3})\s*(?:-\s*(\d{3})\s*)?", re.ASCII)
 
 
 def parse_expected_statuses(value: object) -> tuple[tuple[int, int], ...]:

@@ -9,8 +9,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import replace
 
-import yaml
-
+from fastgw.config import yaml_text
 from fastgw.config.admin_section import apply_admin_env, read_admin
 from fastgw.config.errors import ConfigError, ErrorList
 from fastgw.config.model import AdminSettings, Cluster, Config, Endpoint, Listener, Route, RouteMatch, ServerSettings, UpstreamTimeouts
@@ -65,62 +64,19 @@ def build(document: object, errors: ErrorList, env: Mapping[str, str]) -> Config
 
 # --- reading YAML ----------------------------------------------------------
 
-class _StrictLoader(yaml.SafeLoader):
-    """safe_load, plus a record of duplicate mapping keys.
-
-    Plain YAML keeps the last of two equal keys without a word, so a second
-    `users:` cluster would silently replace the first.
-    """
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self.duplicate_keys: list[tuple[str, int, int]] = []  # (key, line, first line)
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        first_line: dict[str, int] = {}
-        for key_node, _ in node.value:
-            # `<<` merges are meant to be overridden by the keys next to them.
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            line = key_node.start_mark.line + 1
-            if key_node.value in first_line:
-                self.duplicate_keys.append((key_node.value, line, first_line[key_node.value]))
-            first_line.setdefault(key_node.value, line)
-        return super().construct_mapping(node, deep=deep)
-
-
 def _read_yaml(source: str, errors: ErrorList) -> object:
+    """The parsed document; a file that can't be read or parsed raises at once
+    (there is nothing to validate), duplicate keys are recorded and reading goes on."""
     try:
-        with open(source, encoding="utf-8") as file:
-            text = file.read()
-    except FileNotFoundError:
-        raise ConfigError([f"{source}: file not found (check the path; {EXAMPLE_HINT})"]) from None
-    except UnicodeDecodeError:
-        raise ConfigError([f"{source}: not a UTF-8 text file (a config is YAML text; {EXAMPLE_HINT})"]) from None
-    except OSError as error:
-        raise ConfigError([f"{source}: cannot read: {error.strerror} (check the path and its permissions)"]) from None
-
-    loader = _StrictLoader(text)
-    try:
-        document = loader.get_single_data()
-    except yaml.YAMLError as error:
-        raise ConfigError([_describe_yaml_error(source, error)]) from None
-    finally:
-        loader.dispose()
-    for key, line, first in loader.duplicate_keys:
+        document, duplicates = yaml_text.parse(yaml_text.read_text(source))
+    except yaml_text.YamlProblem as problem:
+        where = f"{problem.where}: " if problem.where else ""
+        hint = problem.hint if problem.where else f"{problem.hint}; {EXAMPLE_HINT}"
+        raise ConfigError([f"{source}: {where}{problem.problem} ({hint})"]) from None
+    for key, line, first in duplicates:
         errors.add(f"line {line}", f"duplicate key {key!r}, first at line {first}",
                    "each key may appear once in a mapping; YAML would silently keep only the last")
     return document
-
-
-def _describe_yaml_error(source: str, error: yaml.YAMLError) -> str:
-    mark = getattr(error, "problem_mark", None)
-    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "(unknown position)"
-    problem = getattr(error, "problem", None) or str(error)
-    context = getattr(error, "context", None)
-    detail = f"{problem}, {context}" if context else problem
-    return (f"{source}: {where}: invalid YAML: {detail} "
-            "(check the indentation there, and quote values that contain ': ', '#', '{' or '[')")
 
 
 # --- environment -----------------------------------------------------------

@@ -244,7 +244,7 @@ class RetryPolicy:
 
     @property
     def statuses(self) -> frozenset[int]:
-        return frozenset(int(cond) for cond in self.retry_on if cond.isdigit())
+        return frozenset(int(cond) for cond in self.retry_on if cond.isascii() and cond.isdigit())
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from fastgw.config import model
 from fastgw.config.errors import Invalid
 from fastgw.config.model import Redis
 from fastgw.config.reader import Section
-from fastgw.config.schema import RATE_LIMIT_SCOPES, describe, parse_duration, split_host_port
+from fastgw.config.schema import RATE_LIMIT_SCOPES, describe, is_digits, parse_duration, split_host_port
 
 REDIS_KEYS = ("url", "timeout", "connect_timeout", "failure_mode", "log_interval")
 REDIS_URL_HINT = "write redis://[:PASSWORD@]HOST[:PORT][/DB], e.g. redis://127.0.0.1:6379/0, or unix:///PATH?db=0"
@@ -105,7 +105,7 @@ def parse_redis_url(value: object) -> dict:
                 raise Invalid(f"{shown} gives the database twice", "keep /DB or ?db=DB")
             db_text = path
     if db_text is not None:
-        if not db_text.isdigit() or int(db_text) > MAX_DB:
+        if not is_digits(db_text) or len(db_text) > 2 or int(db_text) > MAX_DB:
             raise Invalid(f"{shown}: database {db_text!r} is not a number from 0 to {MAX_DB}",
                           "e.g. redis://127.0.0.1:6379/0")
         fields["db"] = int(db_text)

@@ -15,7 +15,7 @@ from fastgw.config import model
 from fastgw.config.errors import Invalid
 from fastgw.config.model import RetryBudget, RetryPolicy
 from fastgw.config.reader import Section
-from fastgw.config.schema import describe, parse_duration, parse_int, suggestion
+from fastgw.config.schema import describe, is_digits, parse_duration, parse_int, suggestion
 
 RETRY_KEYS = ("attempts", "retry_on", "per_try_timeout", "backoff", "max_retry_after")
 BACKOFF_KEYS = ("base", "max")
@@ -64,8 +64,8 @@ def parse_retry_on(value: object) -> tuple[str, ...]:
             entry = str(entry)
         if not isinstance(entry, str):
             raise Invalid(f"expected a condition or a status code, got {describe(entry)}", RETRY_ON_HINT)
-        if entry.isdigit():
-            if not 500 <= int(entry) <= 599:
+        if is_digits(entry):
+            if len(entry) != 3 or not 500 <= int(entry) <= 599:
                 raise Invalid(f"{entry} is not a 5xx status",
                               "only server errors are retried: 500-599, e.g. 503")
         elif entry not in RETRY_CONDITIONS:

@@ -28,7 +28,7 @@ def describe(value: object) -> str:
     if isinstance(value, (int, float)):
         return f"the number {value}"
     if isinstance(value, str):
-        return f"the string {value!r}"
+        return f"the string {shorten(value)}"
     if isinstance(value, list):
         return "a list"
     if isinstance(value, dict):
@@ -36,11 +36,22 @@ def describe(value: object) -> str:
     return f"a {type(value).__name__}"
 
 
+def shorten(value: object, limit: int = 60) -> str:
+    """repr(value), cut to about `limit` characters: error lines stay one screen wide."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 4]}...{text[-1]}"
+
+
+def is_digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() is true for '²' too, which int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def suggestion(word: object, choices: Iterable[str], menu: str) -> str:
     """The hint for a misspelt name: a close match, or else the whole menu
     ("allowed keys: a, b")."""
     choices = sorted(choices)
-    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(str(word)[:100], choices, n=1, cutoff=0.6)
     if close:
         return f"did you mean {close[0]!r}?"
     return f"{menu}: {', '.join(choices) if choices else 'none'}"
@@ -49,7 +60,9 @@ def suggestion(word: object, choices: Iterable[str], menu: str) -> str:
 # --- numbers, durations, sizes ---------------------------------------------
 
 DURATION_HINT = "write seconds as a number, or a string like 500ms, 5s, 2m, 1h"
-_DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?", re.IGNORECASE)
+_DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?", re.IGNORECASE | re.ASCII)
+# Longer is no timeout but a slip (an extra digit, ms meant): a year.
+MAX_DURATION = 365 * 24 * 3600.0
 _SECONDS_PER_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -58,23 +71,32 @@ def parse_duration(value: object, *, allow_zero: bool = False) -> float:
     if isinstance(value, bool):  # bool is an int subclass: `yes` must not mean 1s
         raise Invalid(f"expected a duration, got {describe(value)}", DURATION_HINT)
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        # float() of an int beyond 1e308 raises OverflowError; any int that
+        # large is out of range anyway.
+        if isinstance(value, int) and abs(value) > MAX_DURATION:
+            seconds = math.inf if value > 0 else -math.inf
+        else:
+            seconds = float(value)
     elif isinstance(value, str):
         match = _DURATION_RE.fullmatch(value.strip())
         if not match:
-            raise Invalid(f"{value!r} is not a duration", DURATION_HINT)
+            raise Invalid(f"{shorten(value)} is not a duration", DURATION_HINT)
         unit = (match.group(2) or "s").lower()
         seconds = float(match.group(1)) * _SECONDS_PER_UNIT[unit]
     else:
         raise Invalid(f"expected a duration, got {describe(value)}", DURATION_HINT)
-    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
+    if math.isnan(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
         floor = "0 or more" if allow_zero else "greater than 0"
-        raise Invalid(f"duration must be {floor}, got {value!r}", DURATION_HINT)
+        raise Invalid(f"duration must be {floor}, got {shorten(value)}", DURATION_HINT)
+    if seconds > MAX_DURATION:
+        raise Invalid(f"duration {shorten(value)} is longer than a year", f"{DURATION_HINT}; at most 365 days")
     return seconds
 
 
 SIZE_HINT = "write bytes as a whole number, or a string like 16k, 10m or 10MiB; units are 1024-based"
-_SIZE_RE = re.compile(r"(\d+)\s*([kmg]?)(i?b)?", re.IGNORECASE)
+_SIZE_RE = re.compile(r"(\d{1,30})\s*([kmg]?)(i?b)?", re.IGNORECASE | re.ASCII)
+# More than any limit means; beyond it a C int64 on the native side overflows.
+MAX_SIZE = 2**40
 _BYTES_PER_UNIT = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
 
@@ -88,25 +110,35 @@ def parse_size(value: object) -> int:
         match = _SIZE_RE.fullmatch(value.strip())
         # "10ib" (a suffix with no unit letter) reads as a typo, not as bytes.
         if not match or (match.group(3) and match.group(3).lower() == "ib" and not match.group(2)):
-            raise Invalid(f"{value!r} is not a size", SIZE_HINT)
+            raise Invalid(f"{shorten(value)} is not a size", SIZE_HINT)
         size = int(match.group(1)) * _BYTES_PER_UNIT[match.group(2).lower()]
     else:
         raise Invalid(f"expected a size, got {describe(value)}", SIZE_HINT)
     if size <= 0:
-        raise Invalid(f"size must be greater than 0, got {value!r}", SIZE_HINT)
+        raise Invalid(f"size must be greater than 0, got {shorten(value)}", SIZE_HINT)
+    if size > MAX_SIZE:
+        raise Invalid(f"size {shorten(value)} is more than 1 TiB", f"{SIZE_HINT}; at most 1024g")
     return size
 
 
-def parse_int(value: object, *, minimum: int, example: int) -> int:
+# Counts (weights, thresholds, queue lengths) are C ints on the native side.
+MAX_COUNT = 2**31 - 1
+
+
+def parse_int(value: object, *, minimum: int, example: int, maximum: int = MAX_COUNT) -> int:
     hint = f"write a whole number, {minimum} or more, e.g. {example}"
     if isinstance(value, bool) or not isinstance(value, int):
         raise Invalid(f"expected a whole number, got {describe(value)}", hint)
     if value < minimum:
         raise Invalid(f"must be {minimum} or more, got {value}", hint)
+    if value > maximum:
+        raise Invalid(f"must be at most {maximum}, got {shorten(value)}", hint)
     return value
 
 
 WORKERS_HINT = "write a number of processes, e.g. 4, or 'auto' for one per CPU core"
+# The master's worker table is sized at start; far more workers than cores only thrash.
+MAX_WORKERS = 1024
 
 
 def parse_workers(value: object) -> int:
@@ -115,13 +147,15 @@ def parse_workers(value: object) -> int:
         text = value.strip().lower()
         if text == "auto":
             return 0
-        if not text.isdigit():
-            raise Invalid(f"expected a number or 'auto', got {value!r}", WORKERS_HINT)
-        return int(text)
+        if not is_digits(text) or len(text) > 6:
+            raise Invalid(f"expected a number or 'auto', got {shorten(value)}", WORKERS_HINT)
+        value = int(text)
     if isinstance(value, bool) or not isinstance(value, int):
         raise Invalid(f"expected a number or 'auto', got {describe(value)}", WORKERS_HINT)
     if value < 0:
         raise Invalid(f"must be 0 or more, got {value}", WORKERS_HINT)
+    if value > MAX_WORKERS:
+        raise Invalid(f"must be at most {MAX_WORKERS}, got {shorten(value)}", WORKERS_HINT)
     return value
 
 
@@ -130,12 +164,16 @@ def parse_workers(value: object) -> int:
 ADDRESS_HINT = "write host:port, e.g. 127.0.0.1:8080, 0.0.0.0:8080 or [::1]:8080"
 # Hostnames as resolvers accept them; `_` is allowed because container
 # service names (docker compose) commonly use it.
-_HOSTNAME_RE = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*\.?", re.IGNORECASE)
+# ASCII: with IGNORECASE alone, 'ſ' (U+017F) would match 's' and the Kelvin sign 'k'.
+_HOSTNAME_RE = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*\.?",
+                          re.IGNORECASE | re.ASCII)
 
 
 def parse_port(text: str, hint: str) -> int:
-    if not text.isdigit():
-        raise Invalid(f"port {text!r} is not a number", hint)
+    if not is_digits(text) or len(text) > 5:
+        if is_digits(text):
+            raise Invalid(f"port {shorten(text)} is out of range", "use a port between 1 and 65535")
+        raise Invalid(f"port {shorten(text)} is not a number", hint)
     port = int(text)
     if not 1 <= port <= 65535:
         raise Invalid(f"port {port} is out of range", "use a port between 1 and 65535")
@@ -321,10 +359,32 @@ _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 METHODS_HINT = "write a list of HTTP methods, e.g. [GET, POST]; omit methods to allow any"
 
 
+# The methods a route may list: RFC 9110's (less CONNECT), PATCH (RFC 5789),
+# WebDAV's (RFC 4918) and the WebDAV extensions in common use: REPORT
+# (RFC 3253; CalDAV and CardDAV), MKCALENDAR (RFC 4791), SEARCH (RFC 5323).
+# A closed list, because a misspelt method (GTE) is otherwise accepted and
+# the route answers 405 to the method meant. Routes without `methods` take
+# any method, extension methods (PURGE, ...) included.
+KNOWN_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH",
+                 "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK",
+                 "REPORT", "MKCALENDAR", "SEARCH")
+
+
 def parse_method(value: object) -> str:
     if not isinstance(value, str) or not _TOKEN_RE.fullmatch(value):
         raise Invalid(f"{describe(value)} is not an HTTP method", METHODS_HINT)
-    return value.upper()
+    method = value.upper()
+    if method == "CONNECT":
+        raise Invalid("CONNECT is never routed",
+                      "fastgw is a reverse proxy: a CONNECT request (a tunnel to host:port) is refused with 400 "
+                      "before routing; remove it")
+    if method not in KNOWN_METHODS:
+        close = difflib.get_close_matches(method, KNOWN_METHODS, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise Invalid(f"unknown method {shorten(value)}",
+                      f"{hint}known methods: {', '.join(KNOWN_METHODS)}; "
+                      "omit methods to let the route take any method, extension methods included")
+    return method
 
 
 ROUTE_HOST_HINT = "write an exact host like api.example.com, or *.example.com for its subdomains"
@@ -458,7 +518,7 @@ def parse_name(value: object) -> str:
 # --- rate limits -----------------------------------------------------------
 
 RATE_HINT = "write requests per unit: N/s, N/m or N/h, e.g. 100/s or 0.5/s; sliding windows: 1000/h"
-_RATE_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*/\s*([a-z]+)", re.IGNORECASE)
+_RATE_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*/\s*([a-z]+)", re.IGNORECASE | re.ASCII)
 _RATE_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
                "h": 3600.0, "hour": 3600.0}
 # Beyond this the token interval (1/16 ns ticks) would be too coarse to mean the rate.

@@ -25,6 +25,7 @@ class UpstreamTargetPolicy:
         if route.retries.per_try_timeout is not None:
             plan.try_timeout = min(route.retries.per_try_timeout, timeouts.response_header)
         plan.idle_timeout = timeouts.idle
+        plan.connect_timeout = timeouts.connect
         plan.websocket_idle_timeout = timeouts.websocket_idle
         if route.strip_prefix is not None or route.rewrite_path is not None:
             plan.rewrite = functools.partial(gateway.routes.upstream_path, route)

@@ -76,6 +76,37 @@ def test_method_must_be_a_token(config_errors, find_error):
     find_error(errors, source, "routes[0].match.methods[1]", "'P T' is not an HTTP method", "e.g. [GET, POST]")
 
 
+def test_misspelt_method_suggests_the_close_one(config_errors, find_error):
+    source, errors = config_errors(routes_config("  - match: {path: /x, methods: [GET, GTE]}\n    cluster: users\n"))
+    line = find_error(errors, source, "routes[0].match.methods[1]", "unknown method 'GTE'", "did you mean GET?")
+    assert "known methods: GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH, PROPFIND" in line
+    assert "omit methods to let the route take any method" in line
+
+
+def test_unknown_method_without_a_close_one_lists_the_known(config_errors, find_error):
+    source, errors = config_errors(routes_config("  - match: {path: /x, methods: [PURGE]}\n    cluster: users\n"))
+    line = find_error(errors, source, "routes[0].match.methods[0]", "unknown method 'PURGE'",
+                      "(known methods: GET, HEAD")
+    assert "did you mean" not in line
+
+
+def test_connect_is_never_routed(config_errors, find_error):
+    source, errors = config_errors(routes_config("  - match: {path: /x, methods: [connect]}\n    cluster: users\n"))
+    find_error(errors, source, "routes[0].match.methods[0]", "CONNECT is never routed", "reverse proxy")
+
+
+def test_webdav_methods_are_known(write_config):
+    path = write_config("""
+        clusters:
+          dav: {endpoints: [http://127.0.0.1:9001]}
+        routes:
+          - match: {prefix: /dav, methods: [PROPFIND, proppatch, MKCOL, COPY, MOVE, LOCK, UNLOCK, REPORT,
+                                            MKCALENDAR, SEARCH, PATCH, TRACE, OPTIONS, HEAD]}
+            cluster: dav
+        """)
+    assert load(path, env={}).routes[0].match.methods[:2] == ("PROPFIND", "PROPPATCH")
+
+
 def test_bad_duration_string(config_errors, find_error, minimal):
     source, errors = config_errors(minimal + "server:\n  timeouts:\n    client_header: 5 minutes\n")
     find_error(errors, source, "server.timeouts.client_header", "'5 minutes' is not a duration", "500ms, 5s, 2m, 1h")
@@ -481,11 +512,11 @@ def test_empty_file(config_errors, find_error):
 
 def test_binary_file(tmp_path):
     path = tmp_path / "gateway.yaml"
-    path.write_bytes(b"\xff\xfe\x00garbage")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00garbage")
     with pytest.raises(ConfigError) as caught:
         load(path, env={})
-    assert caught.value.errors == [f"{path}: not a UTF-8 text file (a config is YAML text; "
-                                   "start from examples/gateway.yaml)"]
+    assert caught.value.errors == [f"{path}: line 1, column 1: not a UTF-8 text file: byte 0x89 there is not "
+                                   "UTF-8 (a config is UTF-8 YAML text; re-save it as UTF-8, or remove that byte)"]
 
 
 def test_duplicate_yaml_keys_are_errors(config_errors, minimal):
