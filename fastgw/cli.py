@@ -237,6 +237,19 @@ def _print_route(config: Config, route: Route, params: Params, method: str, upst
     _print_rate_limits(route.rate_limits)
     print(f"retries:  {_describe_retries(route.retries, cluster.retry_budget, method)}")
     _print_concurrency(route, cluster)
+    _print_plugins(config, route)
+
+
+def _print_plugins(config, route: Route) -> None:
+    specs = [("global", spec) for spec in config.plugins] + [("route", spec) for spec in route.plugins]
+    if not specs:
+        print("plugins:  none")
+        return
+    print("plugins:  (in this order at each phase: request_head, access, response_head, log)")
+    for owner, spec in specs:
+        hooks = [h for h in ("on_request_head", "on_access", "on_response_head", "on_log")
+                 if getattr(spec.factory, h, None) is not None]
+        print(f"            {spec.name} ({spec.use}, {owner}): {', '.join(hooks)}; budget {_seconds(spec.budget)}")
 
 
 def _print_concurrency(route: Route, cluster: Cluster) -> None:

@@ -214,3 +214,20 @@ def test_admin_config_and_routes_show_plugins(upstream, gateway_factory):
     routes = httpx.get(f"{gw.admin_url}/routes", timeout=10).json()
     entry = routes["routes"][0]
     assert entry["plugins"][0]["config"] == {"tag": "r"}
+
+
+@pytest.mark.timeout(60)
+def test_fastgw_routes_lists_a_route_s_plugins_in_order(tmp_path):
+    config = {"clusters": {"main": {"endpoints": ["http://127.0.0.1:9"]}},
+              "plugins": [{"use": "sample_plugins:Tag", "config": {"tag": "g"}, "name": "first"}],
+              "routes": [{"match": {"prefix": "/"}, "cluster": "main",
+                          "plugins": [{"use": "sample_plugins:AsyncCheck", "budget": "3ms"}]}]}
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run([sys.executable, "-m", "fastgw", "routes", "--config", str(path), "GET", "/x"],
+                            capture_output=True, text=True, timeout=60,
+                            env={"PYTHONPATH": f"{REPO}:{HERE}", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    lines = [line.strip() for line in result.stdout.splitlines()]
+    first = lines.index("first (sample_plugins:Tag, global): on_request_head, on_access, on_response_head; budget 50ms")
+    assert lines[first + 1] == "AsyncCheck (sample_plugins:AsyncCheck, route): on_access; budget 3ms"
