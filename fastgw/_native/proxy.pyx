@@ -190,6 +190,24 @@ cdef class LocalLimit:
         self.limiter = limiter
 
 
+cdef class PluginHook:
+    """A plugin's request-phase hook (on_request_head, on_access) as a stage.
+    The exchange calls it itself, timing it with the C clock: on a route with
+    a no-op plugin, the Python work per request is the hook's own frame and
+    the plugin's Request view (fastgw/plugins/runtime.py builds these)."""
+    cdef public object hook          # hook(request) -> None | Answer | awaitable
+    cdef public object make_request  # exchange -> the plugins' Request view (made once per exchange)
+    cdef public object on_result     # (exchange, result, started_ns) -> verdict, for a result not None
+    cdef public object on_error      # (error) -> ProxyError (logs it)
+    cdef public object on_slow       # (spent_ns) -> None (logs it)
+    cdef public long long budget_ns
+    cdef public object phase         # fastgw.pipeline.phases.Phase
+    cdef public str label            # for logs: "<plugin NAME HOOK>"
+
+    def __repr__(self):
+        return self.label
+
+
 cdef class Answer:
     """A stage's (a plugin's) own answer instead of the upstream's: status,
     complete header lines (b"Name: value\r\n" each) and a body."""

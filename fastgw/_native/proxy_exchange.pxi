@@ -141,11 +141,14 @@ cdef class Exchange(Timed):
                     return  # answered 429 (a local reply)
                 continue
             self.admission_state = ADMIT_RUNNING
-            try:
-                verdict = stage.admit(self)
-            except Exception as err:  # a bug in a stage: this request fails, the rest go on
-                self.client.gateway.log_internal_error(f"stage {stage!r}", err)
-                verdict = ProxyError(500, "internal_error", "internal error in a stage")
+            if type(stage) is PluginHook:
+                verdict = self._plugin_hook(<PluginHook>stage)
+            else:
+                try:
+                    verdict = stage.admit(self)
+                except Exception as err:  # a bug in a stage: this request fails, the rest go on
+                    self.client.gateway.log_internal_error(f"stage {stage!r}", err)
+                    verdict = ProxyError(500, "internal_error", "internal error in a stage")
             if verdict is WAIT:
                 if self.admission_state == ADMIT_EARLY:  # it already decided
                     verdict = self.admission_verdict
@@ -159,6 +162,23 @@ cdef class Exchange(Timed):
                 return
         self._build_head()
         self._select_upstream()
+
+    cdef object _plugin_hook(self, PluginHook stage):
+        """Call a plugin's request hook: None goes on; anything else is judged
+        by the plugin runtime (an Answer, an awaitable to wait for, an error)."""
+        if self.context is None:
+            self.context = stage.make_request(self)
+        cdef long long started = now_ns()
+        try:
+            result = stage.hook(self.context)
+        except Exception as err:
+            return stage.on_error(err)
+        cdef long long spent = now_ns() - started
+        if spent > stage.budget_ns:
+            stage.on_slow(spent)
+        if result is None:
+            return None
+        return stage.on_result(self, result, started)
 
     cdef bint _local_limit(self, object limiter):
         """Host-local rate limits (phase 4): True passes; False answered 429."""

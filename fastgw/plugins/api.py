@@ -99,14 +99,29 @@ class Headers:
 class Request:
     """One request as a plugin sees it (every hook gets the same object)."""
 
-    __slots__ = ("_ex", "headers", "route", "params")
+    __slots__ = ("_ex", "_headers")
 
     def __init__(self, exchange) -> None:
         self._ex = exchange
-        self.headers = Headers(exchange.request_headers)
-        self.route = exchange.plan.route.name
+        self._headers = None
+
+    # Everything is read on demand: a hook that looks at one header pays for that.
+    @property
+    def headers(self) -> Headers:
+        if self._headers is None:
+            self._headers = Headers(self._ex.request_headers)
+        return self._headers
+
+    @property
+    def route(self) -> str:
+        """The matched route's name."""
+        return self._ex.plan.route.name
+
+    @property
+    def params(self) -> dict[str, str]:
+        """Path template parameters: {"id": "42"} for /users/{id}."""
         # ((name, value bytes), ...) in path order, from the route table.
-        self.params = {name: value.decode("latin-1") for name, value in exchange.params or ()}
+        return {name: value.decode("latin-1") for name, value in self._ex.params or ()}
 
     @property
     def method(self) -> str:

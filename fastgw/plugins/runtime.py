@@ -20,7 +20,7 @@ import inspect
 import logging
 import time
 
-from fastgw._native.proxy import WAIT, Answer
+from fastgw._native.proxy import WAIT, Answer, PluginHook
 from fastgw.plugins.api import Request, Response
 from fastgw.proxy.errors import ProxyError
 
@@ -50,10 +50,13 @@ class _Reporter:
             self._errors_left_out += 1
         return ProxyError(500, "plugin_error", f"plugin {self.name} failed in {hook}")
 
-    def timed(self, hook: str, started: float) -> None:
-        spent = time.perf_counter() - started
-        if spent <= self.budget:
-            return
+    def timed(self, hook: str, started: float, now: float | None = None) -> None:
+        """`started` by time.perf_counter() (or, with `now`, on the same clock as it)."""
+        spent = (time.perf_counter() if now is None else now) - started
+        if spent > self.budget:
+            self.slow(hook, spent)
+
+    def slow(self, hook: str, spent: float) -> None:
         now = time.monotonic()
         if now >= self._next_slow:
             extra = f" ({self._slow_left_out} more since the last report)" if self._slow_left_out else ""
@@ -72,52 +75,50 @@ def request_of(exchange) -> Request:
     return req
 
 
-class PluginStage:
-    """One request-phase hook of one plugin, as a stage of a route's plan."""
+def make_stage(hook, hook_name: str, reporter: _Reporter, timeout: float, loop, phase) -> PluginHook:
+    """A request-phase hook as a native stage: the exchange calls the hook and
+    times it; what a hook returns other than None comes back here."""
+    label = f"<plugin {reporter.name} {hook_name}>"
 
-    __slots__ = ("hook", "hook_name", "reporter", "timeout", "loop", "phase")
+    def on_error(err):
+        return reporter.failed(hook_name, err)
 
-    def __init__(self, hook, hook_name: str, reporter: _Reporter, timeout: float, loop, phase) -> None:
-        self.hook, self.hook_name, self.reporter = hook, hook_name, reporter
-        self.timeout, self.loop, self.phase = timeout, loop, phase
+    def on_slow(spent_ns):
+        reporter.slow(hook_name, spent_ns / 1e9)
 
-    def __repr__(self) -> str:
-        return f"<plugin {self.reporter.name} {self.hook_name}>"
-
-    def admit(self, exchange):
-        started = time.perf_counter()
-        try:
-            result = self.hook(request_of(exchange))
-        except Exception as err:
-            return self.reporter.failed(self.hook_name, err)
+    def on_result(exchange, result, started_ns):
+        if type(result) is Answer:
+            return result
         if inspect.isawaitable(result):
-            task = self.loop.create_task(self._finish(exchange, result, started))
+            task = loop.create_task(_finish(exchange, result, started_ns))
             exchange.on_finish(lambda _ex: task.cancel())  # the client left: stop waiting
             return WAIT
-        self.reporter.timed(self.hook_name, started)
-        return self._verdict(result)
+        return reporter.failed(hook_name, TypeError(
+            f"{hook_name} returned {type(result).__name__}; return None or request.respond(...)"))
 
-    async def _finish(self, exchange, awaitable, started: float) -> None:
+    async def _finish(exchange, awaitable, started_ns):
         try:
-            result = await asyncio.wait_for(awaitable, self.timeout)
+            result = await asyncio.wait_for(awaitable, timeout)
         except asyncio.CancelledError:
             return
         except TimeoutError:
             verdict = ProxyError(504, "plugin_timeout",
-                                 f"plugin {self.reporter.name} did not finish {self.hook_name} "
-                                 f"within {self.timeout:g}s")
+                                 f"plugin {reporter.name} did not finish {hook_name} within {timeout:g}s")
         except Exception as err:
-            verdict = self.reporter.failed(self.hook_name, err)
+            verdict = reporter.failed(hook_name, err)
         else:
-            self.reporter.timed(self.hook_name, started)
-            verdict = self._verdict(result)
+            reporter.timed(hook_name, started_ns / 1e9, now=time.monotonic_ns() / 1e9)
+            verdict = None if result is None else on_result(exchange, result, started_ns)
+            if verdict is WAIT:  # an awaitable that gave an awaitable: not a plugin's answer
+                verdict = reporter.failed(hook_name, TypeError(f"{hook_name} returned an awaitable twice"))
         exchange.admission_done(verdict)
 
-    def _verdict(self, result):
-        if result is None or type(result) is Answer:
-            return result
-        return self.reporter.failed(self.hook_name, TypeError(
-            f"{self.hook_name} returned {type(result).__name__}; return None or request.respond(...)"))
+    stage = PluginHook()
+    stage.hook, stage.make_request = hook, Request
+    stage.on_result, stage.on_error, stage.on_slow = on_result, on_error, on_slow
+    stage.budget_ns = int(reporter.budget * 1e9)
+    stage.phase, stage.label = phase, label
+    return stage
 
 
 class ResponseHook:
@@ -176,7 +177,7 @@ class PluginInstance:
         for hook_name, phase in (("on_request_head", Phase.REQUEST_HEAD), ("on_access", Phase.ACCESS)):
             hook = getattr(self.plugin, hook_name, None)
             if hook is not None:
-                self.stages.append(PluginStage(hook, hook_name, reporter, spec.timeout, loop, phase))
+                self.stages.append(make_stage(hook, hook_name, reporter, spec.timeout, loop, phase))
         hook = getattr(self.plugin, "on_response_head", None)
         self.response_hook = ResponseHook(hook, reporter) if hook is not None else None
         hook = getattr(self.plugin, "on_log", None)
