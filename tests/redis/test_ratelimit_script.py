@@ -79,8 +79,10 @@ def test_token_bucket_admits_exactly_the_rate_over_a_redis_timed_interval(redis_
     is the one this call left, and its TAT minus the reply's reset is the
     `now` the script used. An independent GCRA replayed over those times
     must give the same answer to every call and the same final TAT."""
-    rate, burst, seconds = 3000.0, 100, 2.0
-    interval = int(1e9 / rate)   # 333,333 ns: the configured rate, computed here, not by the code under test
+    # 1,500/s: a MULTI flood from one Python client on a loaded 2-core runner
+    # still asks faster (it did 4,000/s at load 15, 12,000/s idle).
+    rate, burst, seconds = 1500.0, 100, 2.0
+    interval = int(1e9 / rate)   # 666,666 ns: the configured rate, computed here, not by the code under test
     args = bucket(f"{rate:g}/s", burst)
     key = b"fastgw:rl:t:0:flood"
 
@@ -121,7 +123,8 @@ def test_token_bucket_admits_exactly_the_rate_over_a_redis_timed_interval(redis_
 
     calls, start, end = uvloop.run(flood())
     admitted = sum(allowed for _, allowed, _ in calls)
-    assert len(calls) - admitted > admitted, f"the flood never exceeded the limit: {admitted} of {len(calls)}"
+    # Denials to check too: the bucket was emptied, and asked past empty, many times over.
+    assert len(calls) - admitted >= 10 * burst, f"the flood hardly exceeded the limit: {admitted} of {len(calls)}"
     # The script's clock is Redis's: inside the interval TIME bracketed from another connection.
     assert int(start * 1e9) - 1000 <= calls[0][0] and calls[-1][0] <= int(end * 1e9) + 1000, (start, end)
     # Never more than the rate allows, over the TIME-bracketed interval (1 for the request at the edge).
@@ -135,7 +138,7 @@ def test_token_bucket_admits_exactly_the_rate_over_a_redis_timed_interval(redis_
     # then on every admission moved the TAT by one interval, and every
     # stretch with the bucket standing full moved it by its length (`lost`).
     # So admissions = (final TAT - first call - lost) / interval exactly:
-    # 3,000/s over the Redis time the flood really asked, not 2,500.
+    # 1,500/s over the Redis time the flood really asked, not 1,250.
     first = calls[0][0]
     assert admitted * interval == final_tat - first - lost, (admitted, final_tat - first, lost)
     # (lost > 0 is how a busy machine fails a client-timed test: on a loaded
