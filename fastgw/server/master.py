@@ -36,11 +36,15 @@ Drain (SIGTERM, or `POST /drain`)
     balancer to notice), answering with `Connection: close`, then close
     their listeners and finish in-flight requests within
     `server.timeouts.drain`. SIGINT (Ctrl-C) drains without the delay: no
-    load balancer waits on an interactive run. A connection that reaches
-    the kernel's accept queue in the instant the last worker closes a
-    listener is reset by the kernel; the delay exists so that, by then, the
-    load balancer sends nothing more (a reload never closes a kept listener,
-    so it has no such instant).
+    load balancer waits on an interactive run. The master closes its copies
+    of the listening sockets first, so the last process to close one is a
+    worker, and a worker accepts what the kernel has queued before it
+    closes (worker.py, "Closing a listener"): a connection already accepted
+    by the kernel is answered, not reset; one that comes after the close is
+    refused. What remains is a connection completing its handshake in the
+    microseconds between that last accept and the close; the delay exists
+    so that, by then, the load balancer sends nothing more (a reload never
+    closes a kept listener, so it has no such instant).
 """
 from __future__ import annotations
 
@@ -466,7 +470,9 @@ class Master:
         delay = settings.drain_delay if signum == signal.SIGTERM else 0.0
         log.info("%s: draining %d worker(s): listeners close in %gs, then in-flight requests get %gs",
                  signum.name, len(self.workers), delay, settings.drain_timeout)
-        # The workers hold their own copies: the listeners stay open until they close them.
+        # The workers hold their own copies: the listeners stay open until they
+        # close them. Closed here first, so the last close is a worker's, which
+        # empties the accept queue just before (a close here would reset it).
         for generation in self._generations():
             for sock in generation.sockets.values():
                 sock.close()

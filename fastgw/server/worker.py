@@ -12,14 +12,41 @@ signal ends it:
 
 A second signal can only bring the deadline closer (SIGTERM while retiring:
 the shutdown deadline applies).
+
+Closing a listener without resetting what the kernel already accepted
+    The listening sockets are shared by the master and every worker (one
+    kernel socket, one accept queue, an fd in each process; with
+    SO_REUSEPORT each worker's socket would have its own queue, reset when
+    that worker closes it unless the host sets net.ipv4.tcp_migrate_req).
+    When the last fd of a listening socket closes, the kernel
+    resets every connection still in its accept queue: connections whose
+    clients saw connect() succeed and may already have sent a request. So a
+    worker keeps a spare fd of each listener (`dup`), and to stop accepting
+    it closes the loop's server (which closes the loop's fd), then accepts
+    whatever is queued on the spare until EAGAIN, closes the spare at once,
+    and serves those connections like any other (`Connection: close`,
+    within the drain deadline). The master closes its copies when the drain
+    starts, so the last process to close is a worker, and it has just
+    emptied the queue. What is left: a connection that completes its
+    handshake between that last accept and the close (microseconds, longer
+    only if the process is preempted right there), or whose handshake is in
+    flight then (its SYN-ACK sent, its ACK not yet in), is still reset by
+    the kernel; one that arrives after the close is refused. (nginx, for
+    comparison, closes its listening sockets on a graceful shutdown without
+    accepting what is queued, in the master and in each worker:
+    ngx_close_listening_sockets from ngx_master_process_cycle and
+    ngx_worker_process_cycle, src/os/unix/ngx_process_cycle.c; so whatever
+    is queued at the last close is reset.)
 """
 from __future__ import annotations
 
 import asyncio
 import ctypes
+import errno
 import logging
 import os
 import signal
+import socket
 
 import uvloop
 
@@ -34,6 +61,9 @@ BACKLOG = 4096
 _PR_SET_PDEATHSIG = 1
 # How often a worker publishes its clusters' state on the status board.
 PUBLISH_INTERVAL = 1.0
+# At most this many connections are taken from one accept queue at the close
+# (its length is bounded by the backlog anyway); bounds the loop under a flood.
+MAX_QUEUED_ACCEPTS = BACKLOG
 
 
 def _die_with_parent():
@@ -86,7 +116,7 @@ class Worker:
         self.gateway = Gateway(config, loop, limit_table,
                                metrics.process(metrics_slot) if metrics is not None else None)
         self.admin = None
-        self.servers = []
+        self.listeners: list[Listener] = []
         self.stopping = loop.create_future()
         self.close_listeners_at = 0.0
         self.close_now = asyncio.Event()
@@ -97,12 +127,11 @@ class Worker:
     async def serve(self, unblock) -> int:
         loop = self.loop
         gateway = self.gateway
-        self.servers = [await loop.create_server(lambda: ClientConnection(gateway), sock=sock, backlog=BACKLOG)
-                        for sock in self.sockets]
+        for sock in self.sockets:
+            await self._listen(sock, lambda: ClientConnection(gateway))
         if self.admin_socket is not None:
             self.admin = AdminServer(self)
-            self.servers.append(await loop.create_server(self.admin.connection, sock=self.admin_socket,
-                                                         backlog=BACKLOG))
+            await self._listen(self.admin_socket, self.admin.connection)
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2):
             loop.add_signal_handler(signum, self.on_signal, signum)
         # The master handles SIGHUP; a worker ignores it rather than dying.
@@ -122,13 +151,15 @@ class Worker:
                 await asyncio.wait_for(self.close_now.wait(), wait)
             except TimeoutError:
                 pass
-        log.info("worker %d (generation %d) stops accepting; %d connections open", self.index,
-                 self.generation, len(gateway.connections))
-        for server in self.servers:
-            server.close()
+        queued = self._stop_accepting()
+        log.info("worker %d (generation %d) stops accepting; %d connections open, %d of them taken from "
+                 "the accept queues at the close", self.index, self.generation,
+                 len(gateway.connections) + len(queued), len(queued))
         # Tell the master: a reload's answer waits until the old workers stop accepting.
         self.accepting = False
         self.publish()
+        # Registered as connections before the drain counts what is open.
+        await asyncio.gather(*(self._serve_accepted(factory, conn) for factory, conn in queued))
         drains = [gateway.drain(gateway.drain_deadline)]
         if self.admin is not None:
             drains.append(self.admin.drain(gateway))
@@ -136,6 +167,36 @@ class Worker:
         if self._publisher is not None:
             self._publisher.cancel()
         return 0
+
+    async def _listen(self, sock: socket.socket, factory):
+        # The spare fd keeps the kernel socket (and its queue) alive after the
+        # loop's server closes its own fd: see "Closing a listener" above.
+        spare = sock.dup()
+        spare.setblocking(False)
+        server = await self.loop.create_server(factory, sock=sock, backlog=BACKLOG)
+        self.listeners.append(Listener(server, spare, factory))
+
+    def _stop_accepting(self) -> list[tuple]:
+        """Close every listener this worker serves, first taking what its
+        accept queue holds: [(protocol factory, accepted socket)]."""
+        queued = []
+        for listener in self.listeners:
+            listener.server.close()   # the loop no longer accepts on it
+        for listener in self.listeners:
+            # No await between the last accept and the close: the window in
+            # which a new arrival could still be reset stays microseconds.
+            taken = accept_queued(listener.spare)
+            listener.spare.close()
+            queued += [(listener.factory, conn) for conn in taken]
+        self.listeners.clear()
+        return queued
+
+    async def _serve_accepted(self, factory, conn: socket.socket):
+        try:
+            await self.loop.connect_accepted_socket(factory, conn)
+        except OSError as error:   # e.g. the client is already gone
+            log.info("worker %d: a connection taken from the accept queue failed: %s", self.index, error)
+            conn.close()
 
     def on_signal(self, signum):
         now = self.loop.time()
@@ -176,3 +237,33 @@ class Worker:
         except Exception as error:  # the board is diagnostics: never let it stop serving
             log.warning("status board publish failed: %r", error)
         self._publisher = self.loop.call_later(PUBLISH_INTERVAL, self._publish_periodically)
+
+
+class Listener:
+    """One listening socket a worker serves: the loop's server, and a spare fd
+    of the same kernel socket for emptying its accept queue at the close."""
+    __slots__ = ("server", "spare", "factory")
+
+    def __init__(self, server, spare: socket.socket, factory):
+        self.server = server
+        self.spare = spare
+        self.factory = factory
+
+
+def accept_queued(sock: socket.socket, limit: int = MAX_QUEUED_ACCEPTS) -> list[socket.socket]:
+    """Accept, without blocking, what the kernel has queued on `sock`."""
+    taken = []
+    while len(taken) < limit:
+        try:
+            conn, _ = sock.accept()
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError as error:
+            if error.errno == errno.ECONNABORTED:   # reset by the client while queued: the next one
+                continue
+            # EMFILE/ENFILE/ENOBUFS: what is still queued is reset by the close.
+            log.warning("accepting the queued connections at the close: %s", error)
+            break
+        conn.setblocking(False)
+        taken.append(conn)
+    return taken

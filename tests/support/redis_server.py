@@ -109,21 +109,28 @@ class RedisServer:
         assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGCONT)
 
-    def command(self, *args, timeout: float = 5.0):
-        """One command over a fresh blocking connection; error replies are raised."""
+    def command(self, *args, timeout: float = 5.0, password: str | None = None):
+        """One command over a fresh blocking connection (after AUTH with
+        `password`, for a server started with --requirepass); error replies
+        are raised."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
-            sock.sendall(_encode(*args))
+            if password is not None:
+                sock.sendall(_encode("AUTH", password) + _encode(*args))
+            else:
+                sock.sendall(_encode(*args))
             reader = hiredis.Reader()
+            authenticated = password is None
             while True:
                 data = sock.recv(65536)
                 if not data:
                     raise ConnectionError("redis closed the connection")
                 reader.feed(data)
-                reply = reader.gets()
-                if reply is not False:
+                while (reply := reader.gets()) is not False:
                     if isinstance(reply, hiredis.ReplyError):
                         raise reply
-                    return reply
+                    if authenticated:
+                        return reply
+                    authenticated = True   # that was AUTH's OK: the command's reply comes next
 
     def send_only(self, *args) -> socket.socket:
         """Send a command without waiting (e.g. DEBUG SLEEP); close the socket later."""
