@@ -1,0 +1,116 @@
+"""A seeded campaign of generated cases, and minimization of what it finds.
+
+Case `i` of seed `s` is generated from `random.Random(f"{s}:{mode}:{i}")`,
+so any case can be regenerated from (seed, mode, index) alone.
+"""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, replace
+
+from .mutators import RequestCase, ResponseCase, gen_request_case, gen_response_case
+from .runner import FuzzHarness, Outcome, run_case
+
+
+@dataclass
+class Hit:
+    mode: str
+    index: int
+    case: object
+    outcome: Outcome
+    at_seconds: float         # campaign time when it was found
+    cases_run: int            # cases run in this mode when it was found
+
+
+def generate(mode: str, seed: int, index: int):
+    rng = random.Random(f"{seed}:{mode}:{index}")
+    if mode == "request":
+        return gen_request_case(rng, f"s{seed}i{index}")
+    return gen_response_case(rng, f"s{seed}i{index}")
+
+
+def campaign(harness: FuzzHarness, modes: list[str], seed: int, max_cases: int, seconds: float,
+             new_kinds_only: bool = True, on_hit=None, max_hits: int | None = None) -> tuple[list[Hit], dict]:
+    """Alternate the modes until `max_cases` per mode or `seconds` overall.
+    Returns the hits (first of each (mode, finding kinds) when
+    new_kinds_only) and stats {mode: cases run}."""
+    start = time.monotonic()
+    hits: list[Hit] = []
+    seen: set[tuple[str, frozenset]] = set()
+    counts = {m: 0 for m in modes}
+    i = 0
+    while i < max_cases and time.monotonic() - start < seconds:
+        for mode in modes:
+            if time.monotonic() - start >= seconds:
+                break
+            case = generate(mode, seed, i)
+            outcome = run_case(harness, case, f"s{seed}i{i}")
+            counts[mode] += 1
+            if outcome.findings:
+                key = (mode, frozenset(outcome.kinds))
+                if not new_kinds_only or key not in seen:
+                    seen.add(key)
+                    hit = Hit(mode, i, case, outcome, time.monotonic() - start, counts[mode])
+                    hits.append(hit)
+                    if on_hit:
+                        on_hit(hit)
+                    if max_hits is not None and len(hits) >= max_hits:
+                        return hits, counts
+        i += 1
+    return hits, counts
+
+
+# ---- minimization ------------------------------------------------------------------------
+
+
+def _ddmin(items: list, still_fails, budget_deadline: float) -> list:
+    """Delta debugging over a list of pieces (lines or bytes)."""
+    n = 2
+    while len(items) >= 2 and time.monotonic() < budget_deadline:
+        size = max(1, len(items) // n)
+        reduced = False
+        for start in range(0, len(items), size):
+            candidate = items[:start] + items[start + size:]
+            if candidate and still_fails(candidate):
+                items = candidate
+                n = max(n - 1, 2)
+                reduced = True
+                break
+            if time.monotonic() >= budget_deadline:
+                return items
+        if not reduced:
+            if size == 1:
+                break
+            n = min(len(items), n * 2)
+    return items
+
+
+def minimize(harness: FuzzHarness, case, name: str, kind: str, seconds: float = 60.0):
+    """A smaller case that still produces a finding of `kind`: first whole
+    lines are dropped, then single bytes (for short inputs)."""
+    deadline = time.monotonic() + seconds
+    tries = [0]
+
+    if isinstance(case, RequestCase):
+        def make(data: bytes) -> RequestCase:
+            return RequestCase([data], case.shutdown, set(case.tags))
+        data = case.data
+    else:
+        def make(data: bytes) -> ResponseCase:
+            return replace(case, steps=[(data, 0.0)], tags=set(case.tags))
+        data = case.data
+
+    def fails(data: bytes) -> bool:
+        tries[0] += 1
+        return kind in run_case(harness, make(data), f"{name}m{tries[0]}").kinds
+
+    if not fails(data):
+        return case           # not reproducible alone: keep the original
+    lines = data.split(b"\n")
+    pieces = [line + b"\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
+    pieces = _ddmin(pieces, lambda p: fails(b"".join(p)), deadline)
+    data = b"".join(pieces)
+    if len(data) <= 160:
+        data = bytes(_ddmin(list(data), lambda p: fails(bytes(p)), deadline))
+    return make(data)
