@@ -22,7 +22,7 @@ def _plain(value):
         # Field names are ours, so a field that names a secret is one.
         return {f.name: (REDACTED if is_secret_key(f.name) and getattr(value, f.name) not in (None, "")
                          else _plain(getattr(value, f.name)))
-                for f in dataclasses.fields(value)}
+                for f in dataclasses.fields(value) if f.metadata.get("view", True)}
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -15,6 +15,7 @@ from fastgw.config.admin_section import apply_admin_env, read_admin
 from fastgw.config.errors import ConfigError, ErrorList
 from fastgw.config.model import AdminSettings, Cluster, Config, Endpoint, Listener, Route, RouteMatch, ServerSettings, UpstreamTimeouts
 from fastgw.config.observe_section import read_observe
+from fastgw.config.plugin_section import read_plugins
 from fastgw.config.reader import Section, parse_or_record
 from fastgw.config.redis_section import check_limit_scopes, read_redis
 from fastgw.config.route_section import read_routes
@@ -54,8 +55,9 @@ def build(document: object, errors: ErrorList, env: Mapping[str, str]) -> Config
     check_limit_scopes(top, redis)
     observe = read_observe(top)
     admin = read_admin(top, listeners, clusters, env)
+    plugins = read_plugins(top)
     config = Config(source=errors.source, listeners=listeners, server=server, clusters=clusters, routes=routes,
-                    redis=redis, observe=observe, admin=admin)
+                    redis=redis, observe=observe, admin=admin, plugins=plugins)
     config = _apply_env(config, env, errors)
     errors.raise_if_any()
     return config

@@ -261,6 +261,20 @@ class Route:
     rate_limits: tuple[RateLimit, ...] = ()   # all must allow a request
     retries: RetryPolicy = field(default_factory=RetryPolicy)
     concurrency: Concurrency | None = None    # None: no limit on requests in flight
+    plugins: tuple[PluginSpec, ...] = ()      # the route's own, after the global ones
+
+
+@dataclass(frozen=True, slots=True)
+class PluginSpec:
+    """One `plugins:` entry (fastgw/config/plugin_section.py): the class is
+    imported and its config checked at load; workers instantiate it."""
+    use: str                      # "package.module:Class"
+    name: str                     # for logs: `name:`, else the class name
+    config: dict = field(default_factory=dict, compare=False)
+    budget: float = 0.05          # seconds; a slower hook call is logged
+    timeout: float = 10.0         # seconds an async hook may run before the request fails
+    factory: object = field(default=None, compare=False, repr=False,  # the class (not in GET /config)
+                            metadata={"view": False})
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +366,7 @@ class Config:
     redis: Redis | None = None    # None: no `redis:` section (no redis-scoped limits allowed)
     observe: Observe = field(default_factory=Observe)  # metrics, access_log, tracing
     admin: AdminSettings = field(default_factory=AdminSettings)
+    plugins: tuple[PluginSpec, ...] = ()      # top-level: on every route, before its own
 
     def route_timeouts(self, route: Route) -> UpstreamTimeouts:
         return route.timeouts or self.clusters[route.cluster].timeouts

@@ -8,6 +8,7 @@ from functools import partial
 from fastgw.config.concurrency_section import CONCURRENCY_KEY_HOMES, read_concurrency
 from fastgw.config.errors import ErrorList, Invalid, item
 from fastgw.config.model import Cluster, HeaderOps, RateLimit, Route, RouteMatch, UpstreamTimeouts
+from fastgw.config.plugin_section import read_plugins
 from fastgw.config.reader import Section, parse_or_record
 from fastgw.config.schema import (
     check_removable, check_settable, describe, parse_header_name, parse_header_value, parse_int,
@@ -18,7 +19,8 @@ from fastgw.config.retry_section import read_retries
 from fastgw.config.sections import UPSTREAM_TIMEOUT_KEYS, read_upstream_timeouts
 
 ROUTE_KEYS = ("name", "match", "cluster", "strip_prefix", "rewrite_path",
-              "request_headers", "response_headers", "timeouts", "rate_limits", "retries", "concurrency")
+              "request_headers", "response_headers", "timeouts", "rate_limits", "retries", "concurrency",
+              "plugins")
 MATCH_KEYS = ("host", "path", "prefix", "methods")
 HEADER_OP_KEYS = ("add", "set", "remove")
 RATE_LIMIT_KEYS = ("key", "rate", "burst", "algorithm", "scope")
@@ -74,13 +76,14 @@ def _read_route(route: Section, index: int, clusters: dict[str, Cluster]) -> Rou
     rate_limits = _read_rate_limits(route)
     retries = read_retries(route)
     concurrency = read_concurrency(route)
+    plugins = read_plugins(route)
     if matched.match is None:
         return None
     return Route(name=name, index=index, match=matched.match, cluster=cluster,
                  strip_prefix=strip_prefix, rewrite_path=rewrite_path,
                  request_headers=request_headers, response_headers=response_headers,
                  timeouts=timeouts, rate_limits=rate_limits, retries=retries,
-                 concurrency=concurrency)
+                 concurrency=concurrency, plugins=plugins)
 
 
 def _parse_cluster_ref(value: object, clusters: dict[str, Cluster]) -> str:

@@ -88,7 +88,7 @@ class AccessLog:
         plan = ex.plan
         upstream_ns = ex.upstream_ns
         endpoint = ex.endpoint
-        line = orjson.dumps({
+        record = {
             "time": _now(),
             "request_id": ex.request_id.decode("latin-1"),
             "trace_id": trace_id.decode() if trace_id else None,
@@ -105,7 +105,18 @@ class AccessLog:
             "retries": ex.retries,
             "rate_limit": RATE_LIMIT[ex.rate_limit],
             "headers": self._headers(ex.request_headers) if self.headers else None,
-        }, option=orjson.OPT_APPEND_NEWLINE)
+        }
+        fields = ex.log_fields  # added by plugins (Request.log); never over a built-in field
+        if fields:
+            for name, value in fields.items():
+                record.setdefault(name, value)
+        try:
+            line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        except TypeError:  # a plugin logged something JSON can't hold: log it as text
+            for name in fields:
+                if record[name] is fields[name]:
+                    record[name] = repr(fields[name])
+            line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
         self.buffer.append(line)
         self.size += len(line)
         if self.size >= BUFFER_LIMIT:

@@ -117,7 +117,7 @@ class PolicyMetrics:
             self._counter(metrics, "fastgw_redis_reconnects_total", lambda c=gateway.redis: c.reconnects)
         seen = set()
         for plan in gateway.plans:
-            for stage in (plan.admission or ()) if plan is not None else ():
+            for stage in (plan.stages or ()) if plan is not None else ():
                 if hasattr(stage, "own_counts") and id(stage) not in seen:
                     seen.add(id(stage))
                     self.samplers.append(self._concurrency(metrics, stage))

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from fastgw._native.concurrency import ConcurrencyLimit, SlotTable
 from fastgw.config.model import Concurrency, Config
+from fastgw.pipeline.phases import Phase
 
 # Rows beyond one per worker: room for a replacement worker to start while a
 # dead one's row is not yet reclaimed, and for a process that is not a worker.
@@ -104,3 +105,21 @@ def build_stages(config: Config, loop, table: SlotTable | None = None) -> dict[i
             by_route[route.index] = chain
     return by_route
 
+
+
+class ConcurrencyPolicy:
+    """Concurrency slots as stages of phase admission, after the rate limits
+    (a request waiting on Redis must not hold a slot meanwhile); the route's
+    slot before the cluster's."""
+    name = "concurrency"
+    phases = (Phase.ADMISSION,)
+
+    def prepare(self, gateway) -> None:
+        gateway.concurrency_stages = build_stages(gateway.config, gateway.loop)
+
+    def install(self, builder, route) -> None:
+        for stage in builder.gateway.concurrency_stages.get(route.index) or ():
+            builder.add_stage(Phase.ADMISSION, stage)
+
+
+POLICY = ConcurrencyPolicy()

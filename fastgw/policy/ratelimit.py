@@ -36,8 +36,10 @@ from __future__ import annotations
 
 from fastgw._native import limiter as _native
 from fastgw._native.limiter import Decision  # noqa: F401  (re-exported: what `check` answers)
+from fastgw._native.proxy import LocalLimit
 from fastgw._native.ratelimit import Limit, LimitTable
 from fastgw.config.model import Config, RateLimit, Route
+from fastgw.pipeline.phases import Phase
 from fastgw.policy.client_ip import client_ip
 
 SEPARATOR = _native.SEPARATOR
@@ -111,3 +113,21 @@ def build_limiters(config: Config, table: LimitTable | None) -> dict[int, RouteL
                 raise ValueError("routes have rate limits but no LimitTable was created")
             limiters[route.index] = RouteLimiter(route, table, config.server.trusted_proxies)
     return limiters
+
+
+class LocalRateLimitPolicy:
+    """`scope: local` limits as a stage of phase admission: the native
+    LocalLimit, which the exchange checks without a Python call."""
+    name = "rate_limit_local"
+    phases = (Phase.ADMISSION,)
+
+    def prepare(self, gateway) -> None:
+        gateway.limiters = build_limiters(gateway.config, gateway.limit_table)
+
+    def install(self, builder, route) -> None:
+        limiter = builder.gateway.limiters.get(route.index)
+        if limiter is not None:
+            builder.add_stage(Phase.ADMISSION, LocalLimit(limiter))
+
+
+POLICY = LocalRateLimitPolicy()

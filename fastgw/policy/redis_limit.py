@@ -28,6 +28,7 @@ from fastgw._native.proxy import WAIT
 from fastgw.config.model import Config, Redis, Route
 from fastgw.policy.client_ip import client_ip
 from fastgw.policy.ratelimit import describe, key_parts
+from fastgw.policy.redis_rate_limit import has_redis_limits
 from fastgw.proxy.errors import ProxyError
 from fastgw.redis.client import RedisClient, Script, encode_bulk
 from fastgw.redis.ratelimit_lua import SOURCE
@@ -146,10 +147,6 @@ class RedisLimitStage:
             self._log()
 
 
-def has_redis_limits(route: Route) -> bool:
-    return any(limit.scope == "redis" for limit in route.rate_limits)
-
-
 def create_client(loop, redis: Redis) -> RedisClient:
     return RedisClient(loop, host=redis.host, port=redis.port, unix_path=redis.unix_path, db=redis.db,
                        username=redis.username, password=redis.password, timeout=redis.timeout,
@@ -166,3 +163,4 @@ def build_stages(config: Config, loop) -> tuple[RedisClient, dict[int, RedisLimi
               for route in config.routes if has_redis_limits(route)}
     loop.call_soon(client.start)
     return client, stages
+

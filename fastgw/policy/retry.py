@@ -23,6 +23,7 @@ import random
 
 from fastgw.config.model import RetryBudget as RetryBudgetConfig
 from fastgw.config.model import RetryPolicy
+from fastgw.pipeline.phases import Phase
 
 
 class RetryRule:
@@ -83,3 +84,20 @@ class RetryBudget:
 
     def release(self) -> None:
         self.active -= 1
+
+
+class RetryPolicyInstaller:
+    """Retries as a policy: the route's RetryRule in the plan's native slot;
+    the exchange takes the decision in one place (`Exchange._retry_after`,
+    phase failure)."""
+    name = "retries"
+    phases = (Phase.FAILURE,)
+
+    def prepare(self, gateway) -> None:
+        pass
+
+    def install(self, builder, route) -> None:
+        builder.native.retry = make_retry_rule(route.retries)
+
+
+POLICY = RetryPolicyInstaller()

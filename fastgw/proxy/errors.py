@@ -37,4 +37,20 @@ def error_reply(status: int, code: str, message: str, request_id: bytes,
     ))
 
 
+def answer_reply(status: int, header_lines: bytes, body: bytes, request_id: bytes,
+                 keep_alive: bool, is_head: bool, extra_headers: bytes | None = None) -> bytes:
+    """A stage's (a plugin's) own answer: its header lines, then the gateway's
+    framing, request id and connection headers (a HEAD answer has no body)."""
+    return b"".join((
+        status_line(status),
+        header_lines,
+        b"Content-Length: %d\r\n" % len(body),
+        b"X-Request-ID: ", request_id, b"\r\n",
+        extra_headers or b"",
+        b"" if keep_alive else b"Connection: close\r\n",
+        b"\r\n",
+        b"" if is_head else body,
+    ))
+
+
 CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"

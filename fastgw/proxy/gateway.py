@@ -7,20 +7,18 @@ then `plans[route.index]`); nothing is rebuilt per request.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import sys
 
 from fastgw._native.deadlines import Deadlines
-from fastgw._native.headers import HeaderRewrite, RequestIds
-from fastgw._native.proxy import GatewayCore, RoutePlan
-from fastgw.config.model import Config, Route
+from fastgw._native.headers import RequestIds
+from fastgw._native.proxy import GatewayCore
+from fastgw.config.model import Config
 from fastgw.observe.access_log import make_access_log
 from fastgw.observe.otel import Observers, make_span_export
 from fastgw.observe.policy_metrics import PolicyMetrics
-from fastgw.policy.concurrency import build_stages as build_concurrency_stages
-from fastgw.policy.ratelimit import build_limiters
-from fastgw.policy.retry import make_retry_rule
+from fastgw.pipeline.plan import build_plans
+from fastgw.pipeline.registry import POLICIES
 from fastgw.proxy.routing import RouteTable
 from fastgw.upstream.pool import ClusterRuntime
 
@@ -32,28 +30,6 @@ POOL_SWEEP_INTERVAL = 1.0
 # been idle to be closed (a client may be sending on a just-idle one).
 DRAIN_TICK = 0.1
 DRAIN_IDLE_GRACE = 1.0
-
-
-def make_route_plan(route: Route, cluster: ClusterRuntime, timeouts, table: RouteTable) -> RoutePlan:
-    """What a matched route does, compiled once: cluster, header programs,
-    timeouts and the upstream path rewrite (None when the path is unchanged)."""
-    plan = RoutePlan()
-    plan.route = route
-    plan.cluster = cluster
-    plan.retry = make_retry_rule(route.retries)
-    plan.try_timeout = timeouts.response_header
-    if route.retries.per_try_timeout is not None:
-        plan.try_timeout = min(route.retries.per_try_timeout, timeouts.response_header)
-    plan.idle_timeout = timeouts.idle
-    plan.websocket_idle_timeout = timeouts.websocket_idle
-    req, resp = route.request_headers, route.response_headers
-    plan.request_rewrite = HeaderRewrite(add=req.add, set=req.set, remove=req.remove)
-    plan.response_rewrite = HeaderRewrite(add=resp.add, set=resp.set, remove=resp.remove)
-    if route.strip_prefix is not None or route.rewrite_path is not None:
-        plan.rewrite = functools.partial(table.upstream_path, route)
-    # Host for requests that came without one (HTTP/1.0): the first endpoint (or the DNS name).
-    plan.default_host = cluster.default_host
-    return plan
 
 
 class Gateway(GatewayCore):
@@ -83,31 +59,13 @@ class Gateway(GatewayCore):
             if left_out:
                 log.warning("metrics: no room left in the shared table for %s; restart to count them",
                             ", ".join(left_out))
-        limiters = build_limiters(config, limit_table)
-        self.redis, self.redis_stages = None, {}   # Redis-scoped limits: client, route.index -> stage
-        if any(limit.scope == "redis" for route in config.routes for limit in route.rate_limits):
-            from fastgw.policy.redis_limit import build_stages  # here: hiredis is optional (fastgw[redis])
-            self.redis, self.redis_stages = build_stages(config, loop)
-        concurrency_stages = build_concurrency_stages(config, loop)  # route.index -> stages; {} when none
-        plans = [None] * (max((r.index for r in config.routes), default=-1) + 1)
-        for route in config.routes:
-            plan = make_route_plan(route, self.clusters[route.cluster],
-                                   config.route_timeouts(route), self.routes)
-            plan.limiter = limiters.get(route.index)
-            # Redis limits before concurrency slots: a request waiting on Redis
-            # must not hold a slot meanwhile (route slot before cluster slot).
-            stages = []
-            if route.index in self.redis_stages:
-                stages.append(self.redis_stages[route.index])
-            stages.extend(concurrency_stages.get(route.index) or ())
-            plan.admission = tuple(stages) or None
-            plan.index = metrics.route_block(route.name) if metrics is not None else 0
-            plans[route.index] = plan
-        self.plans = plans
+        self.limit_table = limit_table
+        self.process_metrics = metrics
+        # Every route's plan, from the registered policies (fastgw/pipeline/).
+        self.plans = build_plans(self, POLICIES)
         self.request_ids = RequestIds()
         self.deadlines = Deadlines(loop)
         self.connections = set()
-        self.process_metrics = metrics
         self.metrics = metrics.recorder if metrics is not None else None
         if metrics is not None:
             for name, cluster in self.clusters.items():

@@ -23,7 +23,24 @@ def limited_config(upstream_url: str, **limit) -> dict:
     return config
 
 
-async def flood(port: int, seconds: float) -> tuple[dict[int, int], float]:
+def tokens_lost_to_stalls(times: list[float], start: float, end: float) -> float:
+    """Tokens the bucket refilled while nobody asked for them, from the times
+    the flood's responses came back. On a busy machine the client (or the
+    gateway) stalls now and then; the bucket holds at most BURST, so a stall
+    of g seconds wastes RATE * g - BURST tokens, and the idle stretch before
+    the first and after the last answer wastes all its refill (the bucket is
+    full at the start). Without this the lower bound measures the machine's
+    luck, not the limiter."""
+    if not times:
+        return RATE * (end - start)
+    times = sorted(times)
+    lost = RATE * (times[0] - start) + RATE * max(0.0, end - times[-1])
+    for before, after in zip(times, times[1:]):
+        lost += max(0.0, RATE * (after - before) - BURST)
+    return lost
+
+
+async def flood(port: int, seconds: float, times: list[float] | None = None) -> tuple[dict[int, int], float]:
     counts: dict[int, int] = {}
     request = b"GET /echo/flood HTTP/1.1\r\nHost: t\r\n\r\n"
     start = time.monotonic()
@@ -42,6 +59,8 @@ async def flood(port: int, seconds: float) -> tuple[dict[int, int], float]:
                         length = int(line[15:])
                 await reader.readexactly(length)
                 counts[status] = counts.get(status, 0) + 1
+                if times is not None:
+                    times.append(time.monotonic())
         finally:
             writer.close()
 
@@ -53,11 +72,17 @@ async def flood(port: int, seconds: float) -> tuple[dict[int, int], float]:
 def test_one_limit_holds_across_two_workers(upstream, gateway_factory):
     gw = gateway_factory(limited_config(upstream.url), workers=2)
     gw.wait_children(2)
-    counts, elapsed = asyncio.run(flood(gw.port, FLOOD_SECONDS))
+    times: list[float] = []
+    started = time.monotonic()
+    counts, elapsed = asyncio.run(flood(gw.port, FLOOD_SECONDS, times))
     assert set(counts) <= {200, 429}, counts
     expected = BURST + RATE * elapsed
-    # Requests spread over both workers, yet admissions follow the one limit.
-    assert abs(counts[200] - expected) <= 0.02 * expected + 2, (counts, elapsed, expected)
+    lost = tokens_lost_to_stalls(times, started, started + elapsed)
+    # Requests spread over both workers, yet admissions follow the one limit:
+    # never more than it allows (two separate limits would admit twice as
+    # many), and no fewer than it allows minus what stalls wasted.
+    assert counts[200] <= expected * 1.02 + 2, (counts, elapsed, expected)
+    assert counts[200] >= (expected - lost) * 0.98 - 2, (counts, elapsed, expected, lost)
     assert counts.get(429, 0) > counts[200], "the flood never exceeded the limit"
 
 

@@ -51,6 +51,7 @@ import h11
 
 from .data import MiB, payload_chunks
 from .strict import head_violations
+from .upstream_faults import FaultBehaviours
 
 RAW_CAP = 1 * MiB  # per-connection raw bytes kept for inspection
 
@@ -273,7 +274,7 @@ class UpstreamServer:
                 self._cond.notify_all()
 
 
-class _Session:
+class _Session(FaultBehaviours):
     """One upstream connection: an h11 server state machine over a stream."""
 
     def __init__(self, server: UpstreamServer, conn: ConnRecord,

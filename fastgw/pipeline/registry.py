@@ -1,0 +1,20 @@
+"""The built-in policies, in the order they install into a route's plan.
+Within one phase, stages run in this order (a local rate limit before a
+Redis one before a concurrency slot). Adding a policy: a module with a
+`POLICY` object (`name`, `phases`, `prepare(gateway)`, `install(builder,
+route)`), its config section, and one line here. docs/architecture.md has
+the walk-through."""
+from __future__ import annotations
+
+from fastgw.plugins import policy as plugins
+from fastgw.policy import concurrency, header_rewrite, ratelimit, redis_rate_limit, retry, upstream_target
+
+POLICIES = (
+    upstream_target.POLICY,     # cluster, timeouts, path rewrite (native)
+    header_rewrite.POLICY,      # request_headers / response_headers (native)
+    plugins.POLICY,             # request_head, access, response_head, log
+    ratelimit.POLICY,           # admission: local limits (native stage)
+    redis_rate_limit.POLICY,    # admission: Redis limits
+    concurrency.POLICY,         # admission: concurrency slots
+    retry.POLICY,               # failure: retries (native)
+)
