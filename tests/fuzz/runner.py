@@ -187,6 +187,18 @@ class FuzzHarness:
                                     f"backend records for {method} {target} body={body!r}: "
                                     f"{[r.shape() for r in mine]}; all since: {[r.shape() for r in reqs]}"))
 
+    def _retire_pooled(self, findings: list[Finding]) -> None:
+        """More GET canaries while the backend still has idle connections
+        open (one the first canary did not take): each takes one from
+        fastgw's pool, is checked like the first, and closes it."""
+        for _ in range(3):
+            deadline = time.monotonic() + 0.1
+            while time.monotonic() < deadline:
+                if not [c for c in self.backend.open_conns() if not c.busy]:
+                    return
+                time.sleep(0.005)
+            self._canary(findings, get_only=True)
+
     def _settle_pool(self) -> None:
         """Leave no upstream connection for the next case: canaries retire
         pooled ones; anything still open after that is closed here."""
@@ -196,7 +208,7 @@ class FuzzHarness:
                 return
             time.sleep(0.005)
         self.backend.close_all()
-        time.sleep(0.05)
+        time.sleep(0.2)   # let fastgw read those closes before the next case picks a connection
 
     def _begin(self) -> int:
         self._settle_pool()
@@ -230,6 +242,7 @@ class FuzzHarness:
                 findings.append(Finding("hang", f"no answer to every request h11 parsed and no close within "
                                                 f"{bound:.0f}s; h11 parsed {[r.shape() for r in parse.requests]}"))
             self._canary(findings)
+            self._retire_pooled(findings)
         finally:
             client.close()
         reqs, errors = self.backend.since(mark)
@@ -265,6 +278,7 @@ class FuzzHarness:
             up = parse_upstream_response(case.method, case.data, case.end == "close")
             findings += check_response_case(up, got, state, hung, case.http10, case.expect, bound)
             self._canary(findings, get_only=case.end == "close")
+            self._retire_pooled(findings)
         finally:
             client.close()
         reqs, errors = self.backend.since(mark)
