@@ -170,6 +170,10 @@ cdef class ClientConnection(Timed):
             raise RequestRejected(505, "http_version_not_supported",
                                   f"HTTP/{version} is not supported (HTTP/1.0 and 1.1 are)")
         cdef bytes method = parser.get_method()
+        if method == b"CONNECT":
+            # A forward proxy's tunnel request: a reverse proxy has nothing to
+            # connect it to (and llhttp would stop parsing after its head).
+            raise RequestRejected(501, "not_implemented", "CONNECT is not supported by this gateway")
         cdef MessageInfo info = scan_request(self.headers, http11)
         if parser.should_upgrade() and (info.chunked or info.content_length > 0):
             # llhttp stops at an Upgrade (or CONNECT) head and never parses a
@@ -184,7 +188,7 @@ cdef class ClientConnection(Timed):
         ex.request_headers = self.headers
         ex.target = self.url
         self.parsing = ex
-        if info.upgrade:
+        if parser.should_upgrade():  # llhttp stops after this head (see _upgrade_requested)
             self.upgrading = ex
         if info.error_status:
             ex.reply_locally(info.error_status, info.error_code, info.error_message, False)
@@ -343,6 +347,8 @@ cdef class ClientConnection(Timed):
         cdef Exchange ex = self.upgrading
         self.upgrading = None
         self.parser = None
+        if ex is not None:
+            ex.keep_alive = False  # nothing more is parsed here: close after the answer
         self.pause_reading_for(PAUSE_CLOSING)  # hold client bytes until the upstream answers
         if ex is not None and ex.info.websocket and ex.local_reply is None and rest:
             ex.early_tunnel_data.append(rest)

@@ -140,3 +140,30 @@ def test_upstream_bytes_after_a_response_never_reach_the_next_client(pooled, kin
     assert pooled.up.wait_for(lambda: pooled.up.connection(excess_conn).peer_closed_at is not None, 5), \
         "the gateway kept an upstream connection that sent bytes nobody asked for"
     _assert_next_client_is_served_intact(pooled, 1)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("target", ["/e/x", "example.com:443"])
+def test_connect_is_refused_and_a_pipelined_request_never_hangs(pooled, target):
+    """The fuzzer's find: CONNECT (which llhttp treats as the end of HTTP on
+    the connection) then a pipelined GET waited for the keep-alive timeout."""
+    with RawClient(pooled.port) as client:
+        client.send(f"CONNECT {target} HTTP/1.1\r\nHost: x\r\n\r\nGET /echo/y HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        resp = client.read_response(timeout=10)
+        assert_gateway_error(resp, 501, "not_implemented")
+        client.assert_closed(timeout=5)
+    assert pooled.up.requests == []
+
+
+@pytest.mark.timeout(30)
+def test_a_non_websocket_upgrade_is_answered_then_the_connection_closes(pooled):
+    """llhttp parses nothing after an Upgrade head: the request is served as a
+    plain one and the connection closes after it, instead of waiting."""
+    with RawClient(pooled.port) as client:
+        client.send(b"GET /echo/u HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"
+                    b"GET /echo/next HTTP/1.1\r\nHost: x\r\n\r\n")
+        resp = client.read_response(timeout=10)
+        assert resp.status == 200 and resp.json()["target"] == "/echo/u", resp.describe()
+        assert "close" in resp.header_tokens("connection")
+        client.assert_closed(timeout=5)
+    assert [r.target for r in pooled.up.requests] == ["/echo/u"]
