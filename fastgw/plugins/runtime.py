@@ -1,9 +1,10 @@
 """Plugins in a worker: each configured plugin instantiated once, its hooks
 wrapped into the plan's phase slots (fastgw/pipeline/plan.py):
 
-- on_request_head, on_access -> a stage (`admit(exchange)`) in the route's
-  stages, in phase order; an async hook keeps the exchange (WAIT) and
-  answers through `exchange.admission_done` when it completes;
+- on_request_head, on_access -> a native `PluginHook` stage in the route's
+  stages, in phase order, which the exchange calls and times itself; an
+  async hook keeps the exchange (WAIT) and answers through
+  `exchange.admission_done` when it completes;
 - on_response_head -> a response hook (`hook(exchange, status, headers)`);
 - on_log -> a log hook (`hook(exchange)`), run before the access-log line.
 
