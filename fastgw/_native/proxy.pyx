@@ -190,13 +190,23 @@ cdef class LocalLimit:
         self.limiter = limiter
 
 
+cdef class ExchangeView:
+    """The base of the plugins' Request view (fastgw/plugins/api.py): made by
+    the exchange without a Python __init__, holding the exchange it shows."""
+    cdef readonly object _ex
+    cdef public object _headers
+
+    def _bind(self, exchange):
+        self._ex = exchange
+
+
 cdef class PluginHook:
     """A plugin's request-phase hook (on_request_head, on_access) as a stage.
     The exchange calls it itself, timing it with the C clock: on a route with
     a no-op plugin, the Python work per request is the hook's own frame and
     the plugin's Request view (fastgw/plugins/runtime.py builds these)."""
     cdef public object hook          # hook(request) -> None | Answer | awaitable
-    cdef public object make_request  # exchange -> the plugins' Request view (made once per exchange)
+    cdef public type make_request    # the plugins' Request class (an ExchangeView), made once per exchange
     cdef public object on_result     # (exchange, result, started_ns) -> verdict, for a result not None
     cdef public object on_error      # (error) -> ProxyError (logs it)
     cdef public object on_slow       # (spent_ns) -> None (logs it)

@@ -166,8 +166,11 @@ cdef class Exchange(Timed):
     cdef object _plugin_hook(self, PluginHook stage):
         """Call a plugin's request hook: None goes on; anything else is judged
         by the plugin runtime (an Answer, an awaitable to wait for, an error)."""
+        cdef ExchangeView view
         if self.context is None:
-            self.context = stage.make_request(self)
+            view = stage.make_request.__new__(stage.make_request)
+            view._ex = self
+            self.context = view
         cdef long long started = now_ns()
         try:
             result = stage.hook(self.context)

@@ -14,7 +14,7 @@ import re
 
 import orjson
 
-from fastgw._native.proxy import Answer
+from fastgw._native.proxy import Answer, ExchangeView
 
 HOOKS = ("on_request_head", "on_access", "on_response_head", "on_log")
 
@@ -96,14 +96,15 @@ class Headers:
         return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in self._pairs]
 
 
-class Request:
-    """One request as a plugin sees it (every hook gets the same object)."""
+class Request(ExchangeView):
+    """One request as a plugin sees it (every hook gets the same object).
+    The exchange makes it natively on the first hook (`_ex` is the exchange);
+    `Request(exchange)` makes one in Python."""
 
-    __slots__ = ("_ex", "_headers")
+    __slots__ = ()
 
     def __init__(self, exchange) -> None:
-        self._ex = exchange
-        self._headers = None
+        ExchangeView._bind(self, exchange)
 
     # Everything is read on demand: a hook that looks at one header pays for that.
     @property
