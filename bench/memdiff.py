@@ -6,8 +6,14 @@
 Prints the traced totals of both, then the allocation sites whose size grew
 the most between them (statistics(key) diff, tracemalloc's own frames
 filtered out), each with its traceback when the key is "traceback".
+
+Allocations made from the compiled modules (fastgw/_native: no Python frames)
+all end in `loop.run_until_complete` in worker.py; for those, `--sizes` shows
+which block sizes grew (e.g. 216-byte sets with 512-byte tables and 32-byte
+ints: the deadline wheel's slots, issue 17 #6).
 """
 import argparse
+import collections
 import tracemalloc
 
 
@@ -26,6 +32,7 @@ def main():
     p.add_argument("new")
     p.add_argument("--top", type=int, default=15)
     p.add_argument("--key", default="traceback", choices=("traceback", "lineno", "filename"))
+    p.add_argument("--sizes", action="store_true", help="also the block sizes whose count grew most")
     args = p.parse_args()
     old, new = load(args.old), load(args.new)
     total_old = sum(s.size for s in old.statistics("filename"))
@@ -40,6 +47,13 @@ def main():
         frames = stat.traceback.format() if args.key == "traceback" else [f"  {stat.traceback[0]}"]
         for line in frames:
             print("    " + line)
+    if args.sizes:
+        before = collections.Counter(t.size for t in old.traces)
+        after = collections.Counter(t.size for t in new.traces)
+        grown = sorted(((after[n] - before[n]) * n, n) for n in after.keys() | before.keys())
+        print("\nblock size: count before -> after (KiB grown)")
+        for grew, size in reversed(grown[-args.top:]):
+            print(f"{size:>10} B: {before[size]:>7} -> {after[size]:<7} ({grew / 1024:+.1f} KiB)")
 
 
 if __name__ == "__main__":
