@@ -19,7 +19,7 @@ comes first, and talks to 127.0.0.1 only.
 
 CSV columns: elapsed_s, worker (0, 1, ... in order of first sight), pid, rss_kib,
 and for the master (worker "m") too. The summary prints RSS per worker at
-minutes 1, 5, 10, 15, ... and the least-squares slope over the last third of
+minutes 1, 5, 10, 15, ... (and at the end) and the least-squares slope over the last third of
 the run in KiB/min.
 
 Needs: wrk (apt-get install wrk), a Python with uvloop and httptools for the
@@ -138,9 +138,9 @@ def summarise(rows: list[dict]) -> str:
     if not by_worker:
         return "no samples"
     end = max(t for pts in by_worker.values() for t, _ in pts)
-    marks = [1] + list(range(5, int(end // 60) + 1, 5))
-    if int(end // 60) not in marks and end >= 120:
-        marks.append(int(end // 60))
+    marks = [m for m in [1] + list(range(5, int(end // 60) + 1, 5)) if m * 60 <= end + 1]
+    if not marks or end - marks[-1] * 60 > 30:  # and the end of the run
+        marks.append(round(end / 60, 1))
     names = sorted(by_worker, key=lambda w: (w == "m", w))
     lines = ["minute | " + " | ".join(f"worker {w} MiB" if w != "m" else "master MiB" for w in names)]
     for minute in marks:
@@ -149,7 +149,7 @@ def summarise(rows: list[dict]) -> str:
             # the last sample at or before the mark
             before = [v for t, v in by_worker[w] if t <= minute * 60 + 1]
             cells.append(f"{before[-1] / 1024:.1f}" if before else "-")
-        lines.append(f"{minute:>6} | " + " | ".join(f"{c:>12}" for c in cells))
+        lines.append(f"{minute:>6g} | " + " | ".join(f"{c:>12}" for c in cells))
     tail = []
     for w in names:
         pts = by_worker[w]
@@ -175,7 +175,10 @@ def run(args) -> int:
         stopping.append(signum)
         raise KeyboardInterrupt
 
+    # SIGINT too: a shell without job control starts background commands with
+    # SIGINT ignored, and Python would inherit that.
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     rows: list[dict] = []
     csv_file = open(args.csv, "w", newline="")
     writer = csv.DictWriter(csv_file, fieldnames=["elapsed_s", "worker", "pid", "rss_kib"])
