@@ -12,12 +12,26 @@ ticks late (arming counts from the cached `now`, up to a tick old, so one
 tick is added), which is fine for gateway timeouts (the shortest sensible
 ones are hundreds of ms).
 
+Emptied slots are dropped once a second (`_tick`). Cancelling is a set
+removal that leaves the slot's set in `slots` until its tick comes, and a
+keep-alive connection re-arms its keepalive deadline (`server.timeouts.keepalive`,
+up to minutes ahead) after every request: without the sweep the wheel held a
+set for every tick of the next `keepalive` seconds, each as large as the
+connections that passed through it (sets never shrink), e.g. 300 s / 50 ms =
+6,000 sets, several MB per worker and more with more connections (issue 17,
+finding 6; bench/RESULTS.md "Memory under a long load"). With it the wheel holds
+about one set per armed owner at most, plus the last second's.
+
 The same tick keeps `now`, a cached `loop.time()` good to one tick, used for
 activity timestamps so the hot path makes no clock call.
 """
 
 TICK = 0.05
 cdef double _TICK = TICK
+# Ticks between sweeps of emptied slots (one second): often enough that few
+# empty sets pile up, rarely enough that walking `slots` costs nothing.
+SWEEP_TICKS = 20
+cdef long long _SWEEP_TICKS = SWEEP_TICKS
 
 
 cdef class Timed:
@@ -71,8 +85,25 @@ cdef class Deadlines:
                     if owner.deadline_slot is due:
                         owner.deadline_slot = None
                         owner.deadline_passed()
+        cdef list empty
+        if current // _SWEEP_TICKS != self.tick_no // _SWEEP_TICKS:
+            # Once a second: forget the slots every owner has left (disarmed or
+            # re-armed elsewhere). No owner's `deadline_slot` is an empty set.
+            empty = [slot_no for slot_no, slot in self.slots.items() if not slot]
+            for slot_no in empty:
+                del self.slots[slot_no]
         self.tick_no = current
         self.handle = self.loop.call_at((current + 1) * _TICK, self._tick)
+
+    @property
+    def slot_count(self):
+        """Slots (sets) the wheel holds now, empty ones included: for tests and diagnostics."""
+        return len(self.slots)
+
+    @property
+    def armed_count(self):
+        """Owners armed now."""
+        return sum(len(<set>slot) for slot in self.slots.values())
 
     def close(self):
         self.handle.cancel()

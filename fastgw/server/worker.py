@@ -52,6 +52,7 @@ import uvloop
 
 from fastgw.admin.server import AdminServer
 from fastgw.admin.snapshot import worker_snapshot
+from fastgw.observe.memtrace import install as install_memtrace
 from fastgw.proxy.gateway import Gateway
 from fastgw._native.proxy import ClientConnection
 
@@ -137,6 +138,8 @@ class Worker:
         # The master handles SIGHUP; a worker ignores it rather than dying.
         loop.add_signal_handler(signal.SIGHUP, lambda: None)
         loop.add_signal_handler(signal.SIGUSR1, lambda: None)  # the master's (metrics dump)
+        # Opt-in (FASTGW_TRACEMALLOC): snapshots on SIGUSR1 and a timer; else None.
+        memtrace = install_memtrace(loop)
         if unblock:  # blocked by the master across the fork: handlers are in place now
             signal.pthread_sigmask(signal.SIG_UNBLOCK, unblock)
         self.accepting = True
@@ -166,6 +169,8 @@ class Worker:
         await asyncio.gather(*drains)
         if self._publisher is not None:
             self._publisher.cancel()
+        if memtrace is not None:
+            memtrace.close()
         return 0
 
     async def _listen(self, sock: socket.socket, factory):

@@ -549,3 +549,56 @@ def test_probe_on_uvloop_disarm_and_close(probe, uv_loop):
     uv_loop.run_until_complete(scenario())
     assert [name for name, _ in log] == ["kept"]
     assert after_close.armed  # still in its slot: nothing ticks any more
+
+
+# --- emptied slots are dropped (issue 17, finding 6) -------------------------------------
+
+def test_probe_emptied_slots_are_dropped_within_a_second(probe):
+    """A keep-alive connection re-arms a deadline minutes ahead after every
+    request, leaving its previous slot's set empty. Those sets used to stay in
+    the wheel until their tick came (300 s of keepalive: 6,000 sets); now the
+    wheel forgets them at the next whole second, and holds no more sets than
+    owners plus the slots filled since the last sweep."""
+    fake = FakeLoop(100.001)
+    d = Deadlines(fake)
+    log = []
+    owners = [probe.Probe(i, log, fake) for i in range(16)]
+    assert d.slot_count == 0
+    for _ in range(200):  # 10 s of "requests": every owner re-armed 300 s ahead each tick
+        for p in owners:
+            probe.arm(d, p, 300.0)
+        fake.tick()
+    assert d.armed_count == 16
+    assert d.slot_count <= 16 + 20  # at most the last second's slots besides the owners'
+    for p in owners:
+        probe.disarm(d, p)
+    assert d.armed_count == 0
+    fake.run_until(fake.t + 1.1)  # a sweep at the next second boundary
+    assert d.slot_count == 0
+    assert log == []
+
+
+def test_probe_sweep_keeps_armed_owners_firing(probe):
+    """Dropping empty slots never drops an owner: every armed deadline still fires."""
+    import random
+    rng = random.Random(11)
+    fake = FakeLoop(100.001)
+    d = Deadlines(fake)
+    log = []
+    owners = [probe.Probe(i, log, fake) for i in range(500)]
+    due = {}
+    for step in range(60):  # 3 s of arming, moving and cancelling across sweeps
+        for p in rng.sample(owners, 40):
+            if rng.random() < 0.25:
+                probe.disarm(d, p)
+                due.pop(p.name, None)
+            else:
+                timeout = rng.uniform(3.2, 6.0)  # none fires while arming goes on
+                probe.arm(d, p, timeout)
+                due[p.name] = fires_at(d.now, timeout)
+        fake.tick()
+    fake.run_until(110.0)
+    assert sorted(name for name, _ in log) == sorted(due)
+    for name, t in log:
+        assert t == pytest.approx(due[name], abs=1e-9)
+    assert d.slot_count == 0
