@@ -24,8 +24,7 @@ from libc.string cimport memcpy
 
 from fastgw._native.ratelimit cimport Limit, Outcome
 
-cdef extern from "rl_atomic.h" nogil:
-    int64_t rl_now_ns()
+from fastgw._native.includes.clock cimport fg_monotonic_ns
 
 PART_IP = 0
 PART_CONST = 1
@@ -301,7 +300,7 @@ cdef class RouteLimiter(LimitKeys):
         cdef bytes ip = self._client(peer_ip, headers)
         cdef list values = self.scanned
         self.scanned = None
-        cdef int64_t now = rl_now_ns() * _TICKS_PER_NS
+        cdef int64_t now = fg_monotonic_ns() * _TICKS_PER_NS
         cdef _Plan plan = self.single
         cdef bytes key
         cdef Outcome out
