@@ -80,11 +80,13 @@ from dataclasses import dataclass
 
 from fastgw import __version__
 from fastgw._native import metrics as native
-from fastgw._native.metrics import BUCKETS, METHODS, STATUS_CLASSES, STREAM_KINDS, MetricsTable
+from fastgw._native.codes import BAD_RESPONSE, CONNECT_FAILURE, OUTCOME_NAMES, RESET, STREAM_NAMES, TIMEOUT
+from fastgw._native.metrics import BUCKETS, METHODS, STATUS_CLASSES, MetricsTable
 
 L = native.LAYOUT
 NO_ROUTE = "(none)"
-ERROR_KINDS = {1: "connect", 2: "timeout", 3: "reset", 4: "bad_response"}  # proxy.pyx OUTCOME_*
+# Outcome code -> the `kind` label of fastgw_upstream_errors_total.
+ERROR_KINDS = {code: OUTCOME_NAMES[code] for code in (CONNECT_FAILURE, TIMEOUT, RESET, BAD_RESPONSE)}
 CIRCUIT_STATES = ("closed", "open", "half-open")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -480,7 +482,7 @@ def render_prometheus(shared: SharedMetrics) -> bytes:
             ("fastgw_streams_closed_total", "G_STREAMS_CLOSED", "counter", "Streams closed."),
             ("fastgw_streams_active", "G_STREAMS_ACTIVE", "gauge", "Streams open now.")):
         out.family(metric, kind, help_)
-        for k, stream in enumerate(STREAM_KINDS):
+        for k, stream in enumerate(STREAM_NAMES):
             value = sums[L[offset] + k]
             out.sample(metric, [("kind", stream)], max(value, 0) if kind == "gauge" else value)
 
