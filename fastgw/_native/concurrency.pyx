@@ -60,7 +60,7 @@ from fastgw._native.includes.atomic cimport (
 from fastgw._native.includes.shm cimport fg_shared_map, fg_shared_unmap
 
 from fastgw._native.proxy import WAIT
-from fastgw.proxy.errors import ProxyError
+from fastgw._native.errors import ProxyError
 
 # No waiter in a row: larger than any ticket.
 DEF NO_TICKET = 0x7fffffffffffffff
