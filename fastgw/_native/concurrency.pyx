@@ -59,8 +59,8 @@ from fastgw._native.includes.atomic cimport (
 )
 from fastgw._native.includes.shm cimport fg_shared_map, fg_shared_unmap
 
-from fastgw._native.proxy import WAIT
 from fastgw._native.errors import ProxyError
+from fastgw._native.proxy import WAIT
 
 # No waiter in a row: larger than any ticket.
 DEF NO_TICKET = 0x7fffffffffffffff
@@ -80,32 +80,12 @@ RECLAIM_INTERVAL = 1.0
 RETRY_AFTER = 1
 
 
-cdef struct Head:       # 64 bytes: a cache line of its own for the lock
-    uint32_t lock       # 0 free, else the holder's pid
-    uint32_t _pad0
-    int64_t next_ticket
-    char _pad[48]
-
-cdef struct Row:        # one per worker process
-    int64_t in_flight
-    int64_t queued
-    int64_t head_ticket # the ticket of this worker's oldest waiter; NO_TICKET when none
-    int64_t _pad
-
+# The structs, fields and cdef methods below are declared in concurrency.pxd.
 
 cdef class SlotTable:
     """`records` limits x `rows` worker rows in one shared anonymous mapping.
     Create it before forking; each process that takes slots calls `claim()`
     once (after the fork) to own a row."""
-    cdef char *mem
-    cdef size_t nbytes
-    cdef uint32_t *owners
-    cdef size_t owners_bytes
-    cdef size_t record_bytes
-    cdef readonly long records
-    cdef readonly long rows
-    cdef readonly long own      # the row this process claimed; -1 before claim()
-    cdef uint32_t pid
 
     def __cinit__(self, long records, long rows):
         if records < 1 or rows < 1:
@@ -318,11 +298,6 @@ DEF GONE = 2
 
 cdef class Waiter:
     """A queued exchange; registered as its exchange's finish callback."""
-    cdef ConcurrencyLimit stage
-    cdef object exchange
-    cdef int64_t ticket
-    cdef double deadline
-    cdef int state
 
     def __call__(self, exchange):
         """The exchange ended: leave the queue, or give the slot back."""
@@ -340,22 +315,6 @@ cdef class ConcurrencyLimit:
     """One limit (a route's or a cluster's) in one worker: `admit(exchange)`
     is the admission stage; `slot_done` the finish callback of an exchange
     that got its slot at once (a queued one's is its Waiter)."""
-    cdef SlotTable table
-    cdef long record
-    cdef readonly long max_in_flight
-    cdef readonly long max_queue
-    cdef readonly double queue_timeout
-    cdef readonly str owner           # "route 'x'" or "cluster 'y'", for messages
-    cdef object loop
-    cdef object queue                 # deque of Waiter, oldest first (GONE ones skipped)
-    cdef object timer
-    cdef bint wake_scheduled
-    cdef double next_reclaim
-    cdef object full_error
-    cdef object timeout_error
-    cdef object release_callback      # self.slot_done, bound once: a bound method is
-                                      # called by vectorcall, an instance's __call__ by
-                                      # tp_call with an args tuple (~350 instructions more)
 
     def __init__(self, SlotTable table not None, long record, long max_in_flight, long max_queue,
                  double queue_timeout, str owner, loop):
