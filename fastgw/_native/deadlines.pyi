@@ -1,0 +1,16 @@
+"""Coarse deadlines on a hashed timing wheel (fastgw/_native/deadlines.pyx).
+Arming and disarming are cdef methods (deadlines.pxd): C callers only."""
+import asyncio
+from typing import Final
+
+TICK: Final[float]
+
+class Timed: ...
+
+class Deadlines:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None: ...
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+    @property
+    def now(self) -> float: ...
+    def close(self) -> None: ...
