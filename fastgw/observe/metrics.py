@@ -80,7 +80,9 @@ from collections.abc import Callable, Iterable
 
 from fastgw import __version__
 from fastgw._native import metrics as native
-from fastgw._native.codes import BAD_RESPONSE, CONNECT_FAILURE, OUTCOME_NAMES, RESET, STREAM_NAMES, TIMEOUT
+from fastgw._native.codes import (
+    BAD_RESPONSE, CONNECT_FAILURE, N_STREAM_KINDS, OUTCOME_NAMES, RESET, STREAM_NAMES, TIMEOUT,
+)
 from fastgw._native.metrics import BUCKETS, METHODS, STATUS_CLASSES, MetricsTable
 from fastgw.observe.families import Family
 from fastgw.observe.policy_metrics import policy_families
@@ -186,7 +188,7 @@ class Layout:
     @property
     def gauge_cells(self) -> tuple[int, ...]:
         gauges = [L["G_CONNECTIONS_OPEN"], L["G_IN_FLIGHT"],
-                  L["G_STREAMS_ACTIVE"], L["G_STREAMS_ACTIVE"] + 1]
+                  *(L["G_STREAMS_ACTIVE"] + kind for kind in range(N_STREAM_KINDS))]
         for e in range(self.endpoint_capacity):
             gauges += [self.endpoint_cell(e, L["E_IDLE"]), self.endpoint_cell(e, L["E_BUSY"]),
                        self.endpoint_cell(e, L["E_OPEN"])]
