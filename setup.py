@@ -9,12 +9,15 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 DEBUG = os.environ.get("FASTGW_DEBUG") == "1"
-NATIVE = ["router", "headers", "deadlines", "metrics", "proxy", "ratelimit", "limiter", "concurrency"]
+NATIVE = ["codes", "router", "headers", "deadlines", "metrics", "proxy", "ratelimit", "limiter", "concurrency"]
+# The C helpers every module may include (atomics, clock, shared memory).
+INCLUDES = "fastgw/_native/includes"
 
 extensions = [
     Extension(
         f"fastgw._native.{name}",
         [f"fastgw/_native/{name}.pyx"],
+        include_dirs=[INCLUDES],
         extra_compile_args=["-O2"] if not DEBUG else ["-O0", "-g"],
         define_macros=[("CYTHON_TRACE", "1")] if DEBUG else [],
     )

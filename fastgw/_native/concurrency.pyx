@@ -16,7 +16,7 @@ The table
     row per worker process: (in_flight, queued, head_ticket). A worker only
     ever changes its own row; the limit's count is the sum of the rows, taken
     under the record's lock (a spinlock word holding the holder's pid,
-    rl_atomic.h, taken over from a holder that died). Rows are owned by
+    includes/fastgw_atomic.h, taken over from a holder that died). Rows are owned by
     processes: a worker claims a free row at start (`claim`).
 
 Slots of a crashed worker
@@ -51,39 +51,16 @@ Costs
 import collections
 
 from libc.stdint cimport int64_t, uint32_t
-from libc.string cimport memset
-from posix.mman cimport MAP_ANONYMOUS, MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap
 from posix.unistd cimport getpid
 
+from fastgw._native.includes.atomic cimport (
+    fg_add_i64, fg_cas_u32, fg_load_acquire_u32, fg_load_i64, fg_pid_lock, fg_pid_unlock, fg_process_gone,
+    fg_store_i64, fg_store_release_u32,
+)
+from fastgw._native.includes.shm cimport fg_shared_map, fg_shared_unmap
+
+from fastgw._native.errors import ProxyError
 from fastgw._native.proxy import WAIT
-from fastgw.proxy.errors import ProxyError
-
-cdef extern from "rl_atomic.h" nogil:
-    void rl_lock(uint32_t *word, uint32_t pid)
-    void rl_unlock(uint32_t *word)
-
-cdef extern from *:
-    """
-    #include <errno.h>
-    #include <signal.h>
-    static inline int64_t cc_load(int64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
-    static inline void cc_store(int64_t *p, int64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
-    static inline void cc_add(int64_t *p, int64_t v) { __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
-    static inline uint32_t cc_owner(uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-    static inline int cc_cas_owner(uint32_t *p, uint32_t expected, uint32_t desired) {
-        return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
-    }
-    static inline void cc_set_owner(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
-    /* Only ESRCH says the process is gone; EPERM means it exists. */
-    static inline int cc_dead(uint32_t pid) { return kill((pid_t)pid, 0) == -1 && errno == ESRCH; }
-    """
-    int64_t cc_load(int64_t *p) nogil
-    void cc_store(int64_t *p, int64_t v) nogil
-    void cc_add(int64_t *p, int64_t v) nogil
-    uint32_t cc_owner(uint32_t *p) nogil
-    bint cc_cas_owner(uint32_t *p, uint32_t expected, uint32_t desired) nogil
-    void cc_set_owner(uint32_t *p, uint32_t v) nogil
-    bint cc_dead(uint32_t pid) nogil
 
 # No waiter in a row: larger than any ticket.
 DEF NO_TICKET = 0x7fffffffffffffff
@@ -103,32 +80,12 @@ RECLAIM_INTERVAL = 1.0
 RETRY_AFTER = 1
 
 
-cdef struct Head:       # 64 bytes: a cache line of its own for the lock
-    uint32_t lock       # 0 free, else the holder's pid
-    uint32_t _pad0
-    int64_t next_ticket
-    char _pad[48]
-
-cdef struct Row:        # one per worker process
-    int64_t in_flight
-    int64_t queued
-    int64_t head_ticket # the ticket of this worker's oldest waiter; NO_TICKET when none
-    int64_t _pad
-
+# The structs, fields and cdef methods below are declared in concurrency.pxd.
 
 cdef class SlotTable:
     """`records` limits x `rows` worker rows in one shared anonymous mapping.
     Create it before forking; each process that takes slots calls `claim()`
     once (after the fork) to own a row."""
-    cdef char *mem
-    cdef size_t nbytes
-    cdef uint32_t *owners
-    cdef size_t owners_bytes
-    cdef size_t record_bytes
-    cdef readonly long records
-    cdef readonly long rows
-    cdef readonly long own      # the row this process claimed; -1 before claim()
-    cdef uint32_t pid
 
     def __cinit__(self, long records, long rows):
         if records < 1 or rows < 1:
@@ -139,11 +96,10 @@ cdef class SlotTable:
         self.owners_bytes = ((rows * sizeof(uint32_t) + 63) // 64) * 64
         self.record_bytes = sizeof(Head) + rows * sizeof(Row)
         self.nbytes = self.owners_bytes + records * self.record_bytes
-        cdef void *mem = mmap(NULL, self.nbytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0)
-        if mem == MAP_FAILED:
+        cdef void *mem = fg_shared_map(self.nbytes)   # zeroed
+        if mem == NULL:
             self.mem = NULL
             raise MemoryError(f"cannot map {self.nbytes} bytes of shared memory for concurrency limits")
-        memset(mem, 0, self.nbytes)
         self.mem = <char *>mem
         self.owners = <uint32_t *>mem
         cdef long r, rec
@@ -153,7 +109,7 @@ cdef class SlotTable:
 
     def __dealloc__(self):
         if self.mem != NULL:
-            munmap(self.mem, self.nbytes)
+            fg_shared_unmap(self.mem, self.nbytes)
             self.mem = NULL
 
     cdef inline Head *_head(self, long rec) noexcept nogil:
@@ -177,10 +133,10 @@ cdef class SlotTable:
             return self.own  # claimed already by this process
         self.pid = pid
         for r in range(self.rows):
-            owner = cc_owner(&self.owners[r])
+            owner = fg_load_acquire_u32(&self.owners[r])
             # A row marked with our own pid is a dead process's whose pid we reuse.
-            if owner == 0 or owner == pid or cc_dead(owner):
-                if cc_cas_owner(&self.owners[r], owner, pid):
+            if owner == 0 or owner == pid or fg_process_gone(owner):
+                if fg_cas_u32(&self.owners[r], owner, pid):
                     self._zero_row(r)
                     self.own = r
                     return r
@@ -193,11 +149,11 @@ cdef class SlotTable:
         for rec in range(self.records):
             head = self._head(rec)
             row = self._row(rec, r)
-            rl_lock(&head.lock, self.pid)
-            cc_store(&row.in_flight, 0)
-            cc_store(&row.queued, 0)
-            cc_store(&row.head_ticket, NO_TICKET)
-            rl_unlock(&head.lock)
+            fg_pid_lock(&head.lock, self.pid)
+            fg_store_i64(&row.in_flight, 0)
+            fg_store_i64(&row.queued, 0)
+            fg_store_i64(&row.head_ticket, NO_TICKET)
+            fg_pid_unlock(&head.lock)
 
     def reclaim_dead(self):
         """Free the rows of processes that no longer exist; returns how many.
@@ -208,16 +164,16 @@ cdef class SlotTable:
         cdef long r, freed = 0
         self.pid = pid
         for r in range(self.rows):
-            owner = cc_owner(&self.owners[r])
-            if owner != 0 and owner != pid and cc_dead(owner):
-                if cc_cas_owner(&self.owners[r], owner, pid):
+            owner = fg_load_acquire_u32(&self.owners[r])
+            if owner != 0 and owner != pid and fg_process_gone(owner):
+                if fg_cas_u32(&self.owners[r], owner, pid):
                     self._zero_row(r)
-                    cc_set_owner(&self.owners[r], 0)
+                    fg_store_release_u32(&self.owners[r], 0)
                     freed += 1
         return freed
 
     def owner(self, long r):
-        return cc_owner(&self.owners[r])
+        return fg_load_acquire_u32(&self.owners[r])
 
     # -- the counts ---------------------------------------------------------------
     cdef int acquire(self, long rec, long max_in_flight, long max_queue, int64_t *ticket) noexcept:
@@ -229,23 +185,23 @@ cdef class SlotTable:
         cdef int64_t in_flight = 0, queued = 0
         cdef long r
         cdef int answer
-        rl_lock(&head.lock, self.pid)
+        fg_pid_lock(&head.lock, self.pid)
         for r in range(self.rows):
-            in_flight += cc_load(&rows[r].in_flight)
-            queued += cc_load(&rows[r].queued)
+            in_flight += fg_load_i64(&rows[r].in_flight)
+            queued += fg_load_i64(&rows[r].queued)
         if queued == 0 and in_flight < max_in_flight:
-            cc_store(&mine.in_flight, mine.in_flight + 1)
+            fg_store_i64(&mine.in_flight, mine.in_flight + 1)
             answer = TOOK
         elif queued < max_queue:
             ticket[0] = head.next_ticket
             head.next_ticket += 1
-            cc_store(&mine.queued, mine.queued + 1)
+            fg_store_i64(&mine.queued, mine.queued + 1)
             if mine.head_ticket == NO_TICKET:
-                cc_store(&mine.head_ticket, ticket[0])
+                fg_store_i64(&mine.head_ticket, ticket[0])
             answer = QUEUED
         else:
             answer = FULL
-        rl_unlock(&head.lock)
+        fg_pid_unlock(&head.lock)
         return answer
 
     cdef bint grant(self, long rec, long max_in_flight, int64_t ticket, int64_t next_head) noexcept:
@@ -258,34 +214,34 @@ cdef class SlotTable:
         cdef int64_t in_flight = 0, oldest = NO_TICKET, t
         cdef long r
         cdef bint granted = False
-        rl_lock(&head.lock, self.pid)
+        fg_pid_lock(&head.lock, self.pid)
         for r in range(self.rows):
-            in_flight += cc_load(&rows[r].in_flight)
-            t = cc_load(&rows[r].head_ticket)
+            in_flight += fg_load_i64(&rows[r].in_flight)
+            t = fg_load_i64(&rows[r].head_ticket)
             if t < oldest:
                 oldest = t
         if in_flight < max_in_flight and oldest == ticket:
-            cc_store(&mine.in_flight, mine.in_flight + 1)
-            cc_store(&mine.queued, mine.queued - 1)
-            cc_store(&mine.head_ticket, next_head)
+            fg_store_i64(&mine.in_flight, mine.in_flight + 1)
+            fg_store_i64(&mine.queued, mine.queued - 1)
+            fg_store_i64(&mine.head_ticket, next_head)
             granted = True
-        rl_unlock(&head.lock)
+        fg_pid_unlock(&head.lock)
         return granted
 
     cdef void leave_queue(self, long rec, bint was_head, int64_t next_head) noexcept:
         """A waiter left without a slot (timeout, client gone)."""
         cdef Head *head = self._head(rec)
         cdef Row *mine = self._row(rec, self.own)
-        rl_lock(&head.lock, self.pid)
-        cc_store(&mine.queued, mine.queued - 1)
+        fg_pid_lock(&head.lock, self.pid)
+        fg_store_i64(&mine.queued, mine.queued - 1)
         if was_head:
-            cc_store(&mine.head_ticket, next_head)
-        rl_unlock(&head.lock)
+            fg_store_i64(&mine.head_ticket, next_head)
+        fg_pid_unlock(&head.lock)
 
     cdef inline void release(self, long rec) noexcept:
         """One slot of this process's back. Only this process writes its row;
         readers sum under the lock and see either value."""
-        cc_add(&self._row(rec, self.own).in_flight, -1)
+        fg_add_i64(&self._row(rec, self.own).in_flight, -1)
 
     # -- Python access (tests, diagnostics, metrics) ---------------------------
     def own_counts(self, long rec):
@@ -294,21 +250,21 @@ cdef class SlotTable:
         if self.own < 0:
             return (0, 0)
         cdef Row *row = self._row(rec, self.own)
-        return (cc_load(&row.in_flight), cc_load(&row.queued))
+        return (fg_load_i64(&row.in_flight), fg_load_i64(&row.queued))
 
     def in_flight(self, long rec):
         """Slots taken host-wide."""
         cdef int64_t total = 0
         cdef long r
         for r in range(self.rows):
-            total += cc_load(&self._row(rec, r).in_flight)
+            total += fg_load_i64(&self._row(rec, r).in_flight)
         return total
 
     def queued(self, long rec):
         cdef int64_t total = 0
         cdef long r
         for r in range(self.rows):
-            total += cc_load(&self._row(rec, r).queued)
+            total += fg_load_i64(&self._row(rec, r).queued)
         return total
 
     def try_take(self, long rec, long max_in_flight, long max_queue=0):
@@ -342,11 +298,6 @@ DEF GONE = 2
 
 cdef class Waiter:
     """A queued exchange; registered as its exchange's finish callback."""
-    cdef ConcurrencyLimit stage
-    cdef object exchange
-    cdef int64_t ticket
-    cdef double deadline
-    cdef int state
 
     def __call__(self, exchange):
         """The exchange ended: leave the queue, or give the slot back."""
@@ -364,22 +315,6 @@ cdef class ConcurrencyLimit:
     """One limit (a route's or a cluster's) in one worker: `admit(exchange)`
     is the admission stage; `slot_done` the finish callback of an exchange
     that got its slot at once (a queued one's is its Waiter)."""
-    cdef SlotTable table
-    cdef long record
-    cdef readonly long max_in_flight
-    cdef readonly long max_queue
-    cdef readonly double queue_timeout
-    cdef readonly str owner           # "route 'x'" or "cluster 'y'", for messages
-    cdef object loop
-    cdef object queue                 # deque of Waiter, oldest first (GONE ones skipped)
-    cdef object timer
-    cdef bint wake_scheduled
-    cdef double next_reclaim
-    cdef object full_error
-    cdef object timeout_error
-    cdef object release_callback      # self.slot_done, bound once: a bound method is
-                                      # called by vectorcall, an instance's __call__ by
-                                      # tp_call with an args tuple (~350 instructions more)
 
     def __init__(self, SlotTable table not None, long record, long max_in_flight, long max_queue,
                  double queue_timeout, str owner, loop):

@@ -22,10 +22,7 @@ from libc.math cimport ceil
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy
 
-from fastgw._native.ratelimit cimport Limit, Outcome
-
-cdef extern from "rl_atomic.h" nogil:
-    int64_t rl_now_ns()
+from fastgw._native.includes.clock cimport fg_monotonic_ns
 
 PART_IP = 0
 PART_CONST = 1
@@ -42,15 +39,13 @@ cdef double _TICKS_PER_SECOND = 16e9
 cdef double _EPSILON = 1e-9   # so that 2.0000000001 s (float noise) rounds up to 2, not 3
 
 
+# The fields and cdef methods of the classes below are declared in limiter.pxd.
+
 @cython.freelist(16)
 @cython.final
 cdef class Decision:
     """allowed; status (429 when denied, 0 when allowed); headers (CRLF-terminated
     lines); message (for the JSON error body; "" when allowed)."""
-    cdef readonly bint allowed
-    cdef readonly int status
-    cdef readonly bytes headers
-    cdef readonly str message
 
     def __repr__(self):
         return f"Decision(allowed={self.allowed}, status={self.status}, headers={self.headers!r})"
@@ -59,13 +54,6 @@ cdef class Decision:
 @cython.final
 cdef class _Plan:
     """One limit of the route, compiled (limit is None in a plain LimitKeys)."""
-    cdef Limit limit
-    cdef bint single_ip           # the key is the client address alone
-    cdef int nparts
-    cdef int *kinds               # PART_* per key part
-    cdef int *header_index        # for PART_HEADER: index into RouteLimiter's wanted names
-    cdef tuple consts             # for PART_CONST: the bytes (None elsewhere)
-    cdef str message
 
     def __dealloc__(self):
         PyMem_Free(self.kinds)
@@ -150,15 +138,6 @@ cdef class LimitKeys:
     order. RouteLimiter (local limits) extends it; Redis-scoped limits use it
     as is, so both scopes count under exactly the same keys.
     """
-    cdef tuple plans              # _Plan per limit, in configuration order
-    cdef tuple wanted             # lower-case header names the keys read
-    cdef Py_ssize_t nwanted
-    cdef bint want_xff            # collect X-Forwarded-For for `resolve`
-    cdef object resolve           # client_ip callable, or None
-    cdef readonly tuple trusted
-    cdef Py_ssize_t *wanted_size
-    cdef const char **wanted_name
-    cdef list scanned             # _client's header values, handed to the caller at once
 
     def __init__(self, key_parts_list, tuple trusted_proxies=(), client_ip=None):
         self._compile([(None, parts, "") for parts in key_parts_list], trusted_proxies, client_ip)
@@ -279,8 +258,6 @@ cdef class LimitKeys:
 
 cdef class RouteLimiter(LimitKeys):
     """See the module doc. Subclassed by fastgw.policy.ratelimit.RouteLimiter."""
-    cdef _Plan single             # plans[0] when there is exactly one limit, else None
-    cdef Outcome *outcomes        # scratch for several limits
 
     def __init__(self, limits, tuple trusted_proxies=(), client_ip=None):
         limits = list(limits)
@@ -301,7 +278,7 @@ cdef class RouteLimiter(LimitKeys):
         cdef bytes ip = self._client(peer_ip, headers)
         cdef list values = self.scanned
         self.scanned = None
-        cdef int64_t now = rl_now_ns() * _TICKS_PER_NS
+        cdef int64_t now = fg_monotonic_ns() * _TICKS_PER_NS
         cdef _Plan plan = self.single
         cdef bytes key
         cdef Outcome out

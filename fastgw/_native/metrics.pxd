@@ -2,14 +2,17 @@
 # worker's slice of the shared metrics table without going through Python.
 from libc.stdint cimport int64_t
 
+# Outcome and stream codes (codes.pxd): cimported here for the block layout,
+# and so proxy.pyx can take STREAM_SSE from this module as it always has.
+from fastgw._native.codes cimport N_OUTCOMES, N_STREAM_KINDS, STREAM_SSE, STREAM_WS
+# The clock durations are measured with (fastgw_clock.h), as `now_ns`.
+from fastgw._native.includes.clock cimport fg_monotonic_ns as now_ns
+
 cdef enum:
     N_METHODS = 10          # GET HEAD POST PUT DELETE PATCH OPTIONS CONNECT TRACE other
     N_STATUS = 6            # none (no response sent), 1xx, 2xx, 3xx, 4xx, 5xx
     N_BUCKETS = 15          # histogram buckets, +Inf included (bounds in metrics.pyx)
     HIST_CELLS = 16         # the buckets (non-cumulative) + the sum in ns
-    N_OUTCOMES = 7          # proxy.pyx OUTCOME_*
-    STREAM_SSE = 0
-    STREAM_WS = 1
 
 # Per-route block: cell offsets within the block.
 cdef enum:
@@ -36,10 +39,10 @@ cdef enum:
     G_CONNECTIONS_OPEN = 0    # gauge
     G_CONNECTIONS_TOTAL = 1
     G_IN_FLIGHT = 2           # gauge
-    G_STREAMS_OPENED = 3      # [kind]
-    G_STREAMS_CLOSED = 5      # [kind]
-    G_STREAMS_ACTIVE = 7      # [kind], gauge
-    GLOBAL_CELLS = 9
+    G_STREAMS_OPENED = 3                                 # [kind]
+    G_STREAMS_CLOSED = G_STREAMS_OPENED + N_STREAM_KINDS # [kind]
+    G_STREAMS_ACTIVE = G_STREAMS_CLOSED + N_STREAM_KINDS # [kind], gauge
+    GLOBAL_CELLS = G_STREAMS_ACTIVE + N_STREAM_KINDS
 
 
 cdef class WorkerMetrics:
@@ -60,5 +63,4 @@ cdef class WorkerMetrics:
     cpdef void stream_closed(self, int kind)
 
 
-cdef int64_t now_ns() noexcept nogil
 cdef int method_index(bytes method) noexcept

@@ -22,13 +22,9 @@ the registry's families.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdint cimport int64_t
-from libc.string cimport memcmp, memset
-from libc.time cimport timespec
-from posix.mman cimport MAP_ANONYMOUS, MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap
+from libc.string cimport memcmp
 
-cdef extern from "<time.h>" nogil:
-    int clock_gettime(int clk_id, timespec *tp)
-    int CLOCK_MONOTONIC
+from fastgw._native.includes.shm cimport fg_shared_map, fg_shared_unmap
 
 # Histogram upper bounds in seconds (the last bucket, +Inf, takes the rest).
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -38,7 +34,6 @@ for _i, _b in enumerate(BUCKETS):
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", "other")
 STATUS_CLASSES = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")
-STREAM_KINDS = ("sse", "websocket")
 
 # The block layout, for the Python side (values from metrics.pxd).
 LAYOUT = {
@@ -54,12 +49,6 @@ LAYOUT = {
     "G_STREAMS_CLOSED": G_STREAMS_CLOSED, "G_STREAMS_ACTIVE": G_STREAMS_ACTIVE,
     "GLOBAL_CELLS": GLOBAL_CELLS,
 }
-
-
-cdef int64_t now_ns() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
 
 
 def monotonic_ns():
@@ -132,16 +121,15 @@ cdef class MetricsTable:
         self.cells = cells
         self.stride = (cells + 7) // 8 * 8
         self.nbytes = <size_t>(slots * self.stride) * sizeof(int64_t)
-        cdef void *mem = mmap(NULL, self.nbytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0)
-        if mem == MAP_FAILED:
+        cdef void *mem = fg_shared_map(self.nbytes)   # zeroed and touched
+        if mem == NULL:
             self.base = NULL
             raise MemoryError(f"cannot map {self.nbytes} bytes of shared memory for metrics")
-        memset(mem, 0, self.nbytes)  # fresh anonymous pages are zero; touch them now
         self.base = <int64_t *>mem
 
     def __dealloc__(self):
         if self.base != NULL:
-            munmap(self.base, self.nbytes)
+            fg_shared_unmap(self.base, self.nbytes)
             self.base = NULL
 
     cdef int64_t *slice(self, long slot) except NULL:
@@ -261,7 +249,7 @@ cdef class WorkerMetrics:
         """A new process took this slot: streams the old one still had open
         ended with it (counted closed), and every gauge starts from zero."""
         cdef int kind
-        for kind in range(2):
+        for kind in range(N_STREAM_KINDS):
             self.cells[G_STREAMS_CLOSED + kind] += self.cells[G_STREAMS_ACTIVE + kind]
         for cell in gauge_cells:
             self.cells[<Py_ssize_t>cell] = 0

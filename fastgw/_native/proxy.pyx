@@ -56,7 +56,7 @@ from fastgw._native.headers cimport (
 from fastgw._native.metrics cimport (
     G_CONNECTIONS_OPEN, G_CONNECTIONS_TOTAL, G_IN_FLIGHT, STREAM_SSE, WorkerMetrics, now_ns,
 )
-from fastgw.proxy.errors import CONTINUE_100, ProxyError, answer_reply, error_reply
+from fastgw._native.errors import CONTINUE_100, ProxyError, answer_reply, error_reply
 
 log = logging.getLogger("fastgw")
 
@@ -102,15 +102,11 @@ DEF ADMIT_EARLY = 3     # admission_done() came before admit() returned WAIT
 
 # How an exchange's use of an endpoint ended, reported to the cluster
 # (`ClusterRuntime.report(pool, outcome)`) for circuit breaking and outlier
-# detection. Exported for the Python side.
-DEF OUTCOME_OK = 0
-DEF OUTCOME_CONNECT = 1      # refused / unreachable: nothing reached the upstream
-DEF OUTCOME_TIMEOUT = 2      # connect or response-header timeout
-DEF OUTCOME_RESET = 3        # closed before a complete response head
-DEF OUTCOME_BAD_RESPONSE = 4 # malformed or ambiguous response
-DEF OUTCOME_5XX = 5          # a 5xx status from the upstream
-DEF OUTCOME_CANCELLED = 6    # the client went away: says nothing about the upstream
-OK, CONNECT_FAILURE, TIMEOUT, RESET, BAD_RESPONSE, STATUS_5XX, CANCELLED = range(7)
+# detection: defined in codes.pxd; Python code imports fastgw._native.codes.
+from fastgw._native.codes cimport (
+    OUTCOME_5XX, OUTCOME_BAD_RESPONSE, OUTCOME_CANCELLED, OUTCOME_CONNECT, OUTCOME_OK, OUTCOME_RESET,
+    OUTCOME_TIMEOUT,
+)
 
 # A stage's answer: "I keep this exchange and call admission_done later".
 WAIT = object()

@@ -354,7 +354,7 @@ cdef class ClientConnection(Timed):
             ex.early_tunnel_data.append(rest)
 
     cdef void start_tunnel(self, Exchange ex, UpstreamConnection upstream, bytes extra):
-        from fastgw.proxy.tunnel import Tunnel
+        from fastgw._native.tunnel import Tunnel
         self.current = None
         self._watch_busy()
         self.flush()  # the 101 head goes out before any tunnelled byte

@@ -61,13 +61,11 @@ import os
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdint cimport INT64_MAX, int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
-from posix.mman cimport MAP_ANONYMOUS, MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap
 from posix.unistd cimport getpid
 
-cdef extern from "rl_atomic.h" nogil:
-    int64_t rl_now_ns()
-    void rl_lock(uint32_t *word, uint32_t pid)
-    void rl_unlock(uint32_t *word)
+from fastgw._native.includes.atomic cimport fg_pid_lock, fg_pid_unlock
+from fastgw._native.includes.clock cimport fg_monotonic_ns
+from fastgw._native.includes.shm cimport fg_shared_map, fg_shared_unmap
 
 TICKS_PER_NS = 16
 cdef int64_t _TICKS_PER_NS = 16
@@ -118,7 +116,7 @@ def hash_key(bytes key, long limit_id=0):
 
 def now_ns():
     """CLOCK_MONOTONIC in integer nanoseconds, the clock `take` uses."""
-    return rl_now_ns()
+    return fg_monotonic_ns()
 
 
 cdef class LimitTable:
@@ -134,18 +132,17 @@ cdef class LimitTable:
         self.slots = nbuckets * ENTRIES_PER_BUCKET
         self.bucket_mask = <uint64_t>(nbuckets - 1)
         self.nbytes = <size_t>nbuckets * sizeof(Bucket)
-        cdef void *mem = mmap(NULL, self.nbytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0)
-        if mem == MAP_FAILED:
+        # Zeroed and faulted in: resident from the start instead of growing
+        # with the keys seen.
+        cdef void *mem = fg_shared_map(self.nbytes)
+        if mem == NULL:
             self.buckets = NULL
             raise MemoryError(f"cannot map {self.nbytes} bytes of shared memory for the rate-limit table")
-        # Fault every page in now (they are zero already): the table's memory
-        # is resident from the start instead of growing with the keys seen.
-        memset(mem, 0, self.nbytes)
         self.buckets = <Bucket *>mem
 
     def __dealloc__(self):
         if self.buckets != NULL:
-            munmap(self.buckets, self.nbytes)
+            fg_shared_unmap(self.buckets, self.nbytes)
             self.buckets = NULL
 
     @property
@@ -269,7 +266,7 @@ cdef class Limit:
         cdef Outcome out
         cdef Entry *entry
         cdef Entry scratch
-        rl_lock(&bucket.lock, _pid)
+        fg_pid_lock(&bucket.lock, _pid)
         entry = _find(bucket, h)
         if entry == NULL:
             if commit:
@@ -281,7 +278,7 @@ cdef class Limit:
             self._window(entry, now, commit, &out)
         else:
             self._gcra(entry, now, commit, &out)
-        rl_unlock(&bucket.lock)
+        fg_pid_unlock(&bucket.lock)
         return out
 
     cdef void _gcra(self, Entry *entry, int64_t now, bint commit, Outcome *out) noexcept nogil:
@@ -347,7 +344,7 @@ cdef class Limit:
         cdef Entry *entry
         cdef uint64_t cur, prev
         cdef int64_t number
-        rl_lock(&bucket.lock, _pid)
+        fg_pid_lock(&bucket.lock, _pid)
         entry = _find(bucket, h)
         if entry != NULL:
             if not self.sliding:
@@ -361,7 +358,7 @@ cdef class Limit:
                 elif entry.window == number - 1 and cur > 0:
                     cur -= 1   # taken just before the window turned
                 entry.counts = (cur << 32) | prev
-        rl_unlock(&bucket.lock)
+        fg_pid_unlock(&bucket.lock)
 
     cdef tuple _answer(self, Outcome out):
         return (out.allowed, out.limit, out.remaining,
@@ -370,7 +367,7 @@ cdef class Limit:
     cpdef tuple take(self, bytes key):
         """(allowed, limit, remaining, reset_seconds, retry_after_seconds); counts the request if allowed."""
         return self._answer(self.take_c(<const unsigned char *>PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key),
-                                        rl_now_ns() * _TICKS_PER_NS, True))
+                                        fg_monotonic_ns() * _TICKS_PER_NS, True))
 
     cpdef tuple take_at(self, bytes key, long long now_ns):
         """`take` at a given CLOCK_MONOTONIC time in ns (tests drive the clock)."""
@@ -380,7 +377,7 @@ cdef class Limit:
     cpdef tuple peek(self, bytes key):
         """What `take` would answer now, without counting anything."""
         return self._answer(self.take_c(<const unsigned char *>PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key),
-                                        rl_now_ns() * _TICKS_PER_NS, False))
+                                        fg_monotonic_ns() * _TICKS_PER_NS, False))
 
     cpdef tuple peek_at(self, bytes key, long long now_ns):
         return self._answer(self.take_c(<const unsigned char *>PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key),
@@ -389,7 +386,7 @@ cdef class Limit:
     cpdef void refund(self, bytes key):
         """Undo one allowed `take` of `key` made just now."""
         self.refund_c(<const unsigned char *>PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key),
-                      rl_now_ns() * _TICKS_PER_NS)
+                      fg_monotonic_ns() * _TICKS_PER_NS)
 
     cpdef void refund_at(self, bytes key, long long now_ns):
         self.refund_c(<const unsigned char *>PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key),

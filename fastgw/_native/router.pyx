@@ -87,29 +87,17 @@ cdef enum:
 
 MAX_PARAMS = _MAX_PARAMS
 
+# The fields and cdef methods of the classes below are declared in router.pxd.
+
 
 cdef class _Entry:
     """One added route, as stored in a trie bucket."""
-    cdef readonly object target
-    cdef readonly frozenset methods   # None: every method
-    cdef readonly Py_ssize_t order
-    cdef Py_ssize_t seq               # add() position: the final tiebreak
-    cdef tuple names                  # template parameter names (str), in path order
-
     cdef inline bint accepts(self, bytes method):
         return self.methods is None or method in self.methods
 
 
 cdef class _Node:
     """A trie node: reached by the static segments (and params) above it."""
-    cdef dict children    # static segment bytes -> _Node; None until one is added
-    cdef bytes only_key   # with exactly one static child: its segment, compared in place
-    cdef _Node only_child
-    cdef _Node param      # the `{param}` child (template trie only)
-    cdef list routes      # templates ending here
-    cdef list plain       # prefixes ending here without a trailing slash (`/api`)
-    cdef list slash       # prefixes ending here with a trailing slash (`/api/`, `/`)
-
     cdef _Node child(self, bytes segment):
         cdef _Node node
         if self.children is None:
@@ -127,12 +115,6 @@ cdef class _Node:
 
 cdef class _Table:
     """All the routes of one host tier."""
-    cdef dict exact         # path bytes -> list of _Entry
-    cdef _Node templates
-    cdef _Node prefixes
-    cdef bint has_templates
-    cdef bint has_prefixes
-
     def __cinit__(self):
         self.exact = {}
         self.templates = _Node()
@@ -357,18 +339,6 @@ def _sort_key(_Entry entry):
 
 cdef class Router:
     """Routes grouped by host tier, each tier a set of segment tries; see the module doc."""
-    cdef dict _hosts          # exact host -> _Table
-    cdef dict _wildcards      # suffix with its dot (b".example.com") -> _Table
-    cdef _Table _any          # host-less routes; None until one is added
-    cdef Py_ssize_t _longest_suffix
-    cdef list _buckets        # every route list, sorted by freeze()
-    cdef Py_ssize_t _count
-    cdef bint _frozen
-    # Set by freeze():
-    cdef tuple _hostless      # (_any,) or ()
-    cdef bint _no_host_tiers  # no exact or wildcard hosts: skip host handling
-    cdef dict _host_cache     # raw request Host -> tuple of tiers to try
-
     def __cinit__(self):
         self._hosts = {}
         self._wildcards = {}

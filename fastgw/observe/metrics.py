@@ -48,13 +48,14 @@ Serving /metrics (the admin listener)
     master must call shared.layout.adopt(config) before rendering there).
 
 Registry for other components (counters and gauges with fixed label sets)
-    Declare the family where the layout is computed, from the config, by
-    adding a source to FAMILY_SOURCES (a function config -> [Family]):
+    Declare the family from the config in a source, a function config ->
+    [Family] (Family is in fastgw/observe/families.py, which imports
+    nothing, so the component's module need not import this one), and list
+    the source in FAMILY_SOURCES below:
 
         def retry_families(config):
             return [Family("fastgw_retries_total", "counter", "Retries sent, by cluster.",
                            labels=("cluster",), series=[(name,) for name in config.clusters])]
-        FAMILY_SOURCES.append(retry_families)
 
     then, in the process that counts (a worker, or the master), take the
     handle once and call it on the event:
@@ -76,37 +77,23 @@ import os
 import platform
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 from fastgw import __version__
 from fastgw._native import metrics as native
-from fastgw._native.metrics import BUCKETS, METHODS, STATUS_CLASSES, STREAM_KINDS, MetricsTable
+from fastgw._native.codes import (
+    BAD_RESPONSE, CONNECT_FAILURE, N_STREAM_KINDS, OUTCOME_NAMES, RESET, STREAM_NAMES, TIMEOUT,
+)
+from fastgw._native.metrics import BUCKETS, METHODS, STATUS_CLASSES, MetricsTable
+from fastgw.observe.families import Family
+from fastgw.observe.policy_metrics import policy_families
 
 L = native.LAYOUT
 NO_ROUTE = "(none)"
-ERROR_KINDS = {1: "connect", 2: "timeout", 3: "reset", 4: "bad_response"}  # proxy.pyx OUTCOME_*
+# Outcome code -> the `kind` label of fastgw_upstream_errors_total.
+ERROR_KINDS = {code: OUTCOME_NAMES[code] for code in (CONNECT_FAILURE, TIMEOUT, RESET, BAD_RESPONSE)}
 CIRCUIT_STATES = ("closed", "open", "half-open")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-@dataclass(frozen=True)
-class Family:
-    """A registry family: every label combination it will ever have, up front."""
-    name: str
-    kind: str                                  # "counter" or "gauge"
-    help: str
-    labels: tuple[str, ...] = ()
-    series: tuple[tuple[str, ...], ...] = ((),)
-    scale: float = 1.0                         # rendered value = cell / scale
-
-    def __post_init__(self):
-        if self.kind not in ("counter", "gauge"):
-            raise ValueError(f"{self.name}: kind must be counter or gauge")
-        object.__setattr__(self, "series", tuple(tuple(s) for s in self.series))
-        for values in self.series:
-            if len(values) != len(self.labels):
-                raise ValueError(f"{self.name}: {values!r} does not match labels {self.labels!r}")
 
 
 def builtin_families(config) -> list[Family]:
@@ -122,8 +109,9 @@ def builtin_families(config) -> list[Family]:
                            if c.circuit_breaker is not None for state in CIRCUIT_STATES])]
 
 
-# Functions config -> [Family]; the lead wires other components' families here.
-FAMILY_SOURCES: list[Callable[[object], Iterable[Family]]] = [builtin_families]
+# Functions config -> [Family], in layout order: the built-in families, then
+# the policies' (retries, ejections, health, Redis, concurrency).
+FAMILY_SOURCES: list[Callable[[object], Iterable[Family]]] = [builtin_families, policy_families]
 
 
 class Layout:
@@ -200,7 +188,7 @@ class Layout:
     @property
     def gauge_cells(self) -> tuple[int, ...]:
         gauges = [L["G_CONNECTIONS_OPEN"], L["G_IN_FLIGHT"],
-                  L["G_STREAMS_ACTIVE"], L["G_STREAMS_ACTIVE"] + 1]
+                  *(L["G_STREAMS_ACTIVE"] + kind for kind in range(N_STREAM_KINDS))]
         for e in range(self.endpoint_capacity):
             gauges += [self.endpoint_cell(e, L["E_IDLE"]), self.endpoint_cell(e, L["E_BUSY"]),
                        self.endpoint_cell(e, L["E_OPEN"])]
@@ -480,7 +468,7 @@ def render_prometheus(shared: SharedMetrics) -> bytes:
             ("fastgw_streams_closed_total", "G_STREAMS_CLOSED", "counter", "Streams closed."),
             ("fastgw_streams_active", "G_STREAMS_ACTIVE", "gauge", "Streams open now.")):
         out.family(metric, kind, help_)
-        for k, stream in enumerate(STREAM_KINDS):
+        for k, stream in enumerate(STREAM_NAMES):
             value = sums[L[offset] + k]
             out.sample(metric, [("kind", stream)], max(value, 0) if kind == "gauge" else value)
 
@@ -494,8 +482,3 @@ def render_prometheus(shared: SharedMetrics) -> bytes:
                        value / family.scale if family.scale != 1 else value)
     out.lines.append("")
     return "\n".join(out.lines).encode()
-
-
-# The policies' families (retries, ejections, health, Redis, concurrency)
-# register themselves in FAMILY_SOURCES; imported last because it uses Family.
-from fastgw.observe import policy_metrics  # noqa: E402,F401

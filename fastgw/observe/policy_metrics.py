@@ -6,8 +6,9 @@ call on their paths). Once a second each worker's `PolicyMetrics.sample`
 copies them into its slice of the shared table: counters as the increase
 since the last sample (so a restarted worker continues its slot's totals),
 gauges as this worker's share, summed over workers by the renderer. The
-series are declared from the config (`policy_families`), so their labels are
-bounded: cluster, route and configured endpoint names only.
+series are declared from the config (`policy_families`, one of
+fastgw/observe/metrics.py's FAMILY_SOURCES), so their labels are bounded:
+cluster, route and configured endpoint names only.
 
     fastgw_retries_total{cluster}                       tries after the first
     fastgw_retry_budget_exhausted_total{cluster}        retries the budget refused
@@ -25,7 +26,7 @@ own in fastgw_endpoint_state: the label set is fixed at config load.
 """
 from __future__ import annotations
 
-from fastgw.observe.metrics import FAMILY_SOURCES, Family
+from fastgw.observe.families import Family
 from fastgw.policy.concurrency import records as concurrency_records
 
 ENDPOINT_STATES = ("healthy", "unhealthy", "ejected")
@@ -70,9 +71,6 @@ def policy_families(config) -> list[Family]:
                             "Redis commands answered as unavailable because their deadline passed."),
                      Family("fastgw_redis_reconnects_total", "counter", "Redis connections redialled.")]
     return families
-
-
-FAMILY_SOURCES.append(policy_families)
 
 
 class _Delta:

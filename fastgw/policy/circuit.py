@@ -36,7 +36,7 @@ import math
 import time
 from collections import deque
 
-from fastgw._native.proxy import CANCELLED, OK
+from fastgw._native.codes import CANCELLED, OK
 from fastgw.proxy.errors import ProxyError
 
 log = logging.getLogger("fastgw")

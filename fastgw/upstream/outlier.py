@@ -36,7 +36,7 @@ import logging
 import math
 import time
 
-from fastgw._native.proxy import BAD_RESPONSE, CONNECT_FAILURE, OK, RESET, STATUS_5XX, TIMEOUT
+from fastgw._native.codes import BAD_RESPONSE, CONNECT_FAILURE, OK, RESET, STATUS_5XX, TIMEOUT
 
 log = logging.getLogger("fastgw")
 

@@ -31,7 +31,7 @@ class ClusterRuntime:
     The exchange calls `pick(exchange)` in phase 5 (it may raise a ProxyError
     to refuse, e.g. 503) and, when `watches_outcomes` is set, `report(pool,
     outcome)` once per use of an endpoint (outcome codes in
-    fastgw._native.proxy: OK, CONNECT_FAILURE, TIMEOUT, RESET, BAD_RESPONSE,
+    fastgw._native.codes: OK, CONNECT_FAILURE, TIMEOUT, RESET, BAD_RESPONSE,
     STATUS_5XX, CANCELLED). A policy that watches outcomes (circuit breaker,
     outlier detection) sets the flag and provides `report`; without one the
     hot path pays one attribute read.

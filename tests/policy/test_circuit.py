@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from fastgw._native.proxy import BAD_RESPONSE, CANCELLED, CONNECT_FAILURE, OK, RESET, STATUS_5XX, TIMEOUT
+from fastgw._native.codes import BAD_RESPONSE, CANCELLED, CONNECT_FAILURE, OK, RESET, STATUS_5XX, TIMEOUT
 from fastgw.config.model import CircuitBreaker as BreakerConfig
 from fastgw.policy.circuit import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from fastgw.proxy.errors import ProxyError

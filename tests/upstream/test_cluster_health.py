@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from fastgw._native.proxy import OK, STATUS_5XX
+from fastgw._native.codes import OK, STATUS_5XX
 from fastgw.config.health_model import HealthCheck, OutlierDetection
 from fastgw.config.model import Cluster, Endpoint
 from fastgw.proxy.errors import ProxyError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fastgw._native.proxy import BAD_RESPONSE, CANCELLED, CONNECT_FAILURE, OK, RESET, STATUS_5XX, TIMEOUT
+from fastgw._native.codes import BAD_RESPONSE, CANCELLED, CONNECT_FAILURE, OK, RESET, STATUS_5XX, TIMEOUT
 from fastgw.config.health_model import OutlierDetection
 from fastgw.upstream.outlier import OutlierDetector, ejection_seconds, max_ejected
 

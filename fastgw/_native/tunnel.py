@@ -7,7 +7,7 @@ quiet for a long time; it closes when either side closes.
 """
 from __future__ import annotations
 
-STREAM_WEBSOCKET = 1  # fastgw/_native/metrics.pxd STREAM_WS
+from fastgw._native.codes import STREAM_WS
 
 
 class Tunnel:
@@ -29,7 +29,7 @@ class Tunnel:
         self.last_activity = loop.time()
         metrics = self.client.gateway.metrics
         if metrics is not None:
-            metrics.stream_opened(STREAM_WEBSOCKET)
+            metrics.stream_opened(STREAM_WS)
         if self.idle_timeout:
             self.timer = loop.call_later(self.idle_timeout, self._idle_check)
         if from_upstream:
@@ -70,7 +70,7 @@ class Tunnel:
         self.closed = True
         metrics = self.client.gateway.metrics
         if metrics is not None:
-            metrics.stream_closed(STREAM_WEBSOCKET)
+            metrics.stream_closed(STREAM_WS)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None

@@ -1,0 +1,23 @@
+"""Coarse deadlines on a hashed timing wheel (fastgw/_native/deadlines.pyx).
+Arming and disarming are cdef methods (deadlines.pxd): C callers only."""
+import asyncio
+from typing import Final
+
+TICK: Final[float]
+
+class Timed: ...
+
+# Ticks between two sweeps of emptied slots.
+SWEEP_TICKS: Final[int]
+
+class Deadlines:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None: ...
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+    @property
+    def now(self) -> float: ...
+    @property
+    def slot_count(self) -> int: ...
+    @property
+    def armed_count(self) -> int: ...
+    def close(self) -> None: ...
