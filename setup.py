@@ -9,7 +9,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 DEBUG = os.environ.get("FASTGW_DEBUG") == "1"
-NATIVE = ["router", "headers", "deadlines", "metrics", "proxy", "ratelimit", "limiter", "concurrency"]
+NATIVE = ["router", "headers", "deadlines", "metrics", "accesslog", "proxy", "ratelimit", "limiter", "concurrency"]
 
 extensions = [
     Extension(

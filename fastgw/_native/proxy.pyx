@@ -37,6 +37,7 @@ import socket
 
 import httptools
 
+from fastgw._native.accesslog cimport AccessLineBuffer
 from fastgw._native.deadlines cimport Deadlines, Timed
 from fastgw._native.headers cimport (
     F_CHUNKED, F_CLOSE, F_LENGTH, F_NONE, HeaderRewrite, MessageInfo, RequestIds,
@@ -1122,7 +1123,13 @@ cdef class Exchange(Timed):
                 metrics.stream_closed(STREAM_SSE)
         if gateway.access_log is not None:
             try:
-                gateway.access_log.log(self)
+                if isinstance(gateway.access_log, AccessLineBuffer):  # the JSON log alone: no Python call
+                    (<AccessLineBuffer>gateway.access_log).record(
+                        self.method, self.target, self.request_id, self.client.peer_ip, self.info, self.plan,
+                        self.pool, self.status, self.body_bytes, self.bytes_out, self.duration_ns,
+                        self.upstream_ns, self.retries, self.rate_limit, self.request_headers)
+                else:
+                    gateway.access_log.log(self)
             except Exception as err:  # a logging bug must not break the request path
                 gateway.log_internal_error("access log", err)
 
