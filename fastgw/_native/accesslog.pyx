@@ -230,7 +230,7 @@ cdef class AccessLineBuffer:
             else:
                 trace = trace_id_of(info.traceparent)
             if trace is not None:
-                trace_len = min(PyBytes_GET_SIZE(trace), trace_at + 32) - trace_at
+                trace_len = max(0, min(PyBytes_GET_SIZE(trace), trace_at + 32) - trace_at)
         cdef bytes route = NULL_JSON
         if plan is not None:
             route = self.route_json.get(plan)
@@ -259,7 +259,7 @@ cdef class AccessLineBuffer:
                 trace_at = 16
             else:
                 trace = trace_id_of(info.traceparent)
-        trace_len = min(len(trace), trace_at + 32) - trace_at if trace is not None else 0
+        trace_len = max(0, min(len(trace), trace_at + 32) - trace_at) if trace is not None else 0
         plan = ex.plan
         route = orjson.dumps(plan.route.name) if plan is not None else NULL_JSON
         address = ex.endpoint
