@@ -9,7 +9,8 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 DEBUG = os.environ.get("FASTGW_DEBUG") == "1"
-NATIVE = ["codes", "router", "headers", "deadlines", "metrics", "proxy", "ratelimit", "limiter", "concurrency"]
+NATIVE = ["codes", "router", "headers", "deadlines", "metrics", "accesslog", "proxy", "ratelimit", "limiter",
+          "concurrency"]
 # The C helpers every module may include (atomics, clock, shared memory).
 INCLUDES = "fastgw/_native/includes"
 

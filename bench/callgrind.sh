@@ -13,6 +13,10 @@
 #                             moved to a free port with FASTGW_LISTEN; its clusters
 #                             must point at the upstream you pass in UPSTREAM)
 #   PEER=raw                  measure ../shared/bench/raw_proxy.py instead, for a ratio
+#   KEEP=DIR                  keep the callgrind files in DIR/N1 and DIR/N2 (for
+#                             callgrind_annotate: the worker's is the one with most Ir)
+#   PORT_WAIT=30              seconds to wait for the gateway to listen (valgrind's
+#                             start-up takes longer on a busy machine)
 # Needs: valgrind, python3 with fastgw importable.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -25,8 +29,8 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-# Under valgrind on a busy machine the interpreter takes a while to listen: up to 3 min.
-wait_port() { for _ in $(seq "${WAIT_TENTHS:-1800}"); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+# Under valgrind on a busy machine the interpreter takes a while to listen: up to 3 min by default.
+wait_port() { for _ in $(seq $((${PORT_WAIT:-180} * 10))); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
 if [ -z "${UPSTREAM:-}" ]; then
     UP_PORT=$(free_port)
@@ -46,9 +50,10 @@ instructions() {  # requests -> instructions of the worker process
     (cd "$ROOT" && exec valgrind --tool=callgrind --trace-children=yes \
         --callgrind-out-file="$WORK/callgrind.out.%p" "${cmd[@]}" ${FASTGW_ARGS:-}) > "$WORK/gw.log" 2>&1 &
     local gw=$!
-    wait_port "$port" || { cat "$WORK/gw.log" >&2; exit 1; }
+    wait_port "$port" || { cat "$WORK/gw.log" >&2; kill "$gw"; exit 1; }
     python3 "$HERE/fixed_requests.py" "$port" "$n" 8 "${REQUEST_PATH:-/}"
     kill -TERM "$gw"; wait "$gw" || true
+    [ -n "${KEEP:-}" ] && mkdir -p "$KEEP/$n" && cp "$WORK"/callgrind.out.* "$KEEP/$n/"
     # The worker is the busiest process that is not the master.
     local f; for f in "$WORK"/callgrind.out.*; do
         [ "$f" = "$WORK/callgrind.out.$gw" ] && [ "${PEER:-}" != raw ] && continue

@@ -48,6 +48,7 @@ import socket
 
 import httptools
 
+from fastgw._native.accesslog cimport AccessLineBuffer
 from fastgw._native.deadlines cimport Deadlines, Timed
 from fastgw._native.headers cimport (
     F_CHUNKED, F_CLOSE, F_LENGTH, F_NONE, HeaderRewrite, MessageInfo, RequestIds,

@@ -749,6 +749,7 @@ cdef class Exchange(Timed):
         self.duration_ns = now_ns() - self.started_ns
         cdef GatewayCore gateway = self.client.gateway
         cdef WorkerMetrics metrics = gateway.metrics
+        cdef AccessLineBuffer line
         if metrics is not None:
             metrics.request_done(self.plan.index if self.plan is not None else -1, self.method,
                                  self.status, self.duration_ns, self.upstream_ns, self.body_bytes,
@@ -763,7 +764,18 @@ cdef class Exchange(Timed):
                     gateway.log_internal_error("a log hook", err)
         if gateway.access_log is not None:
             try:
-                gateway.access_log.log(self)
+                if isinstance(gateway.access_log, AccessLineBuffer):  # the JSON log alone: no Python call
+                    line = <AccessLineBuffer>gateway.access_log
+                    if line.record(self.method, self.target, self.request_id, self.client.peer_ip, self.info,
+                                   self.plan, self.pool, self.status, self.body_bytes, self.bytes_out,
+                                   self.duration_ns, self.upstream_ns, self.retries, self.rate_limit,
+                                   self.request_headers):
+                        if self.log_fields:
+                            line.append_fields(self.log_fields)
+                        else:
+                            line._done()
+                else:
+                    gateway.access_log.log(self)
             except Exception as err:  # a logging bug must not break the request path
                 gateway.log_internal_error("access log", err)
 

@@ -1,4 +1,4 @@
-"""The access log: one JSON line per request (orjson), buffered.
+"""The access log: one JSON line per request, buffered.
 
 A line (keys always present, null when unknown):
 
@@ -27,24 +27,23 @@ writes are cut at line ends into pieces of at most PIPE_BUF bytes, which
 the kernel writes whole. A full pipe blocks the worker: point a busy
 gateway's log at a file. `sampling` logs that share of requests, chosen at
 random per request.
+
+The line is built in C by fastgw/_native/accesslog.pyx (AccessLineBuffer,
+which this class extends): Exchange._account hands it its typed fields
+directly; `log(exchange)` takes any object with the exchange's attributes
+(Observers, tests). Writing the buffer out stays here, off the request path.
 """
 from __future__ import annotations
 
 import logging
 import os
-import random
 import stat
-import time
 
-import orjson
-
-from fastgw._native.headers import trace_id_of
+from fastgw._native.accesslog import AccessLineBuffer
 
 log = logging.getLogger("fastgw")
 
 BUFFER_LIMIT = 64 * 1024
-REDACTED = "REDACTED"
-RATE_LIMIT = (None, "allowed", "denied")
 
 
 def make_access_log(settings, loop):
@@ -61,91 +60,16 @@ def _open(path):
     return fd, True
 
 
-class AccessLog:
+class AccessLog(AccessLineBuffer):
     def __init__(self, settings, loop):
+        super().__init__(settings.sampling, settings.headers, settings.redact_headers,
+                         [q.encode() for q in settings.redact_query], BUFFER_LIMIT)
         self.settings = settings
         self.loop = loop
         self.fd, self.owns_fd = _open(settings.path)
         self.pipe = stat.S_ISFIFO(os.fstat(self.fd).st_mode)
-        self.sampling = settings.sampling
-        self.headers = frozenset(settings.headers)
-        self.redact_headers = frozenset(settings.redact_headers)
-        self.redact_query = frozenset(q.encode() for q in settings.redact_query)
-        self.buffer: list[bytes] = []
-        self.size = 0
         self.timer = loop.call_later(settings.flush_interval, self._tick)
         self.closed = False
-
-    # -- per request ------------------------------------------------------------
-    def log(self, ex) -> None:
-        if self.sampling < 1.0 and random.random() >= self.sampling:
-            return
-        info = ex.info
-        trace_id = None
-        if info is not None:
-            sent = info.sent_traceparent  # b"traceparent: 00-<trace id>-<span id>-<flags>\r\n"
-            trace_id = sent[16:48] if sent is not None else trace_id_of(info.traceparent)
-        plan = ex.plan
-        upstream_ns = ex.upstream_ns
-        endpoint = ex.endpoint
-        record = {
-            "time": _now(),
-            "request_id": ex.request_id.decode("latin-1"),
-            "trace_id": trace_id.decode() if trace_id else None,
-            "client_ip": ex.client.peer_ip.decode("latin-1"),
-            "method": ex.method.decode("latin-1"),
-            "path": self._path(ex.target),
-            "route": plan.route.name if plan is not None else None,
-            "status": ex.status,
-            "bytes_in": ex.body_bytes,
-            "bytes_out": ex.bytes_out,
-            "duration_ms": ex.duration_ns // 1000 / 1000,   # ms, to the microsecond
-            "upstream_ms": upstream_ns // 1000 / 1000 if endpoint is not None else None,
-            "upstream": endpoint,
-            "retries": ex.retries,
-            "rate_limit": RATE_LIMIT[ex.rate_limit],
-            "headers": self._headers(ex.request_headers) if self.headers else None,
-        }
-        fields = ex.log_fields  # added by plugins (Request.log); never over a built-in field
-        if fields:
-            for name, value in fields.items():
-                record.setdefault(name, value)
-        try:
-            line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-        except TypeError:  # a plugin logged something JSON can't hold: log it as text
-            for name in fields:
-                if record[name] is fields[name]:
-                    record[name] = repr(fields[name])
-            line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-        self.buffer.append(line)
-        self.size += len(line)
-        if self.size >= BUFFER_LIMIT:
-            self.flush()
-
-    def _path(self, target):
-        if target is None:
-            return None
-        q = target.find(b"?")
-        if q < 0 or not self.redact_query:
-            return target.decode("latin-1")
-        parts = target[q + 1:].split(b"&")
-        for i, part in enumerate(parts):
-            name, eq, _ = part.partition(b"=")
-            if name in self.redact_query:
-                parts[i] = name + b"=" + REDACTED.encode()
-        return (target[:q + 1] + b"&".join(parts)).decode("latin-1")
-
-    def _headers(self, headers):
-        out = {}
-        if not headers:
-            return out
-        for name, value in headers:
-            lower = name.lower()
-            if lower in self.headers:
-                key = lower.decode("latin-1")
-                text = REDACTED if lower in self.redact_headers else value.decode("latin-1")
-                out[key] = out[key] + ", " + text if key in out else text
-        return out
 
     # -- writing ------------------------------------------------------------------
     def _tick(self):
@@ -154,29 +78,32 @@ class AccessLog:
             self.timer = self.loop.call_later(self.settings.flush_interval, self._tick)
 
     def flush(self) -> None:
-        if not self.buffer:
+        """Write the buffered lines (AccessLineBuffer calls this at `limit` bytes)."""
+        data = self.take()
+        if not data:
             return
-        lines, self.buffer, self.size = self.buffer, [], 0
         try:
             if self.pipe:
-                self._write_pieces(lines)
+                self._write_pieces(data)
             else:
-                _write_all(self.fd, b"".join(lines))
+                _write_all(self.fd, data)
         except OSError as err:
-            log.error("access log: write failed, %d lines lost: %s", len(lines), err.strerror or err)
+            log.error("access log: write failed, %d lines lost: %s", data.count(b"\n"), err.strerror or err)
 
-    def _write_pieces(self, lines):
+    def _write_pieces(self, data: bytes):
+        """Pieces of whole lines, each at most PIPE_BUF bytes unless one line
+        alone is longer (then that line by itself)."""
         limit = select_pipe_buf()
-        piece: list[bytes] = []
-        size = 0
-        for line in lines:
-            if piece and size + len(line) > limit:
-                _write_all(self.fd, b"".join(piece))
-                piece, size = [], 0
-            piece.append(line)
-            size += len(line)
-        if piece:
-            _write_all(self.fd, b"".join(piece))
+        start, end = 0, len(data)
+        while start < end:
+            if end - start <= limit:
+                cut = end
+            else:
+                cut = data.rfind(b"\n", start, start + limit) + 1
+                if cut <= start:  # one line longer than the limit
+                    cut = data.index(b"\n", start) + 1
+            _write_all(self.fd, data[start:cut])
+            start = cut
 
     def close(self) -> None:
         if self.closed:
@@ -197,18 +124,3 @@ def _write_all(fd, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
-
-
-_second = -1
-_second_text = ""
-
-
-def _now() -> str:
-    """UTC with milliseconds; the formatted second is reused within a second."""
-    global _second, _second_text
-    ms = time.time_ns() // 1_000_000
-    second, millis = divmod(ms, 1000)
-    if second != _second:
-        _second = second
-        _second_text = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
-    return f"{_second_text}{millis:03d}Z"

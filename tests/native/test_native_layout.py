@@ -25,9 +25,9 @@ NOT_IN_STUB = {
     },
     "proxy": {
         "log": "the module's logger",
-        "ProxyError": "imported from fastgw.proxy.errors for its own replies",
-        "CONTINUE_100": "imported from fastgw.proxy.errors",
-        "error_reply": "imported from fastgw.proxy.errors",
+        "ProxyError": "imported from fastgw._native.errors for its own replies",
+        "CONTINUE_100": "imported from fastgw._native.errors",
+        "error_reply": "imported from fastgw._native.errors",
     },
 }
 
