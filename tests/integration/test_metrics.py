@@ -120,6 +120,13 @@ def test_figures_after_known_traffic_across_two_workers(upstream, gateway_factor
     # Both workers' resources, summed: each has at least tens of MiB resident and a few fds.
     assert m.get_value("fastgw_process_resident_memory_bytes") > WORKERS * 10 * 2**20
     assert m.get_value("fastgw_process_open_fds") >= WORKERS * 4
+    # CPU time is read in clock ticks (10 ms): two workers that served a few
+    # hundred requests may not have used one yet. More traffic, bounded.
+    deadline = time.monotonic() + 20
+    while m.get_value("fastgw_process_cpu_seconds_total") == 0 and time.monotonic() < deadline:
+        for _ in range(50):
+            http_request(gw.port, "GET", "/users/cpu")
+        m = scrape(gw, dump)
     assert m.get_value("fastgw_process_cpu_seconds_total") > 0
 
 
