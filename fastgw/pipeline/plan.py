@@ -59,12 +59,3 @@ def build_plans(gateway, policies) -> list:
         plans[route.index] = builder.finish()
     return plans
 
-
-def describe_plan(plan: RoutePlan) -> dict:
-    """What a plan holds per slot, for `fastgw routes` and tests."""
-    return {
-        "stages": [repr(s) for s in plan.stages or ()],
-        "response_hooks": len(plan.response_hooks or ()),
-        "log_hooks": len(plan.log_hooks or ()),
-        "retry": plan.retry is not None,
-    }
