@@ -1,7 +1,7 @@
 """An example fastgw plugin: every request must name its tenant.
 
     plugins:
-      - use: tenant_gate:TenantGate
+      - use: plugins.tenant_gate:TenantGate
         config: {header: x-tenant, allowed: [acme, globex]}
 
 - on_access: a request without the header, or with a tenant not in
@@ -10,10 +10,10 @@
 - on_response_head: the answer carries `X-Served-For: <tenant>`;
 - on_log: the access-log line gets a `tenant` field.
 
-Run it (from the repository root; the gateway imports the module, so its
-directory goes on PYTHONPATH):
+Run it (the config file's directory is on the plugin search path, so
+`plugins.tenant_gate` is this file):
 
-    PYTHONPATH=examples/plugins fastgw run --config examples/plugins.yaml
+    fastgw run --config examples/plugins.yaml
 """
 from fastgw.plugins import Plugin, PluginConfigError
 

@@ -12,6 +12,8 @@ workers instantiate it again after the fork (fastgw/plugins/runtime.py).
 """
 from __future__ import annotations
 
+import os
+
 from fastgw.config.errors import Invalid, item
 from fastgw.config.model import PluginSpec
 from fastgw.config.reader import Section
@@ -64,7 +66,9 @@ def _read_plugin(plugin: Section) -> PluginSpec | None:
         plugin.errors.add(plugin.path("name"), "expected a string", "name the plugin for logs and metrics")
         name = None
     try:
-        cls = load_plugin_class(use)
+        config_dir = None if plugin.errors.source.startswith("<") else \
+            os.path.dirname(os.path.abspath(plugin.errors.source))
+        cls = load_plugin_class(use, config_dir)
     except PluginLoadError as err:
         plugin.errors.add(plugin.path("use"), str(err), err.hint)
         return None

@@ -30,15 +30,20 @@ class PluginConfigInvalid(Invalid):
         self.keypath_suffix = keypath_suffix
 
 
-def load_plugin_class(use: str) -> type:
+def load_plugin_class(use: str, config_dir: str | None = None) -> type:
+    """`config_dir` (the config file's directory) is searched after
+    PYTHONPATH, so a plugin kept beside its config needs no environment; the
+    workers, forked from the process that loaded the config, inherit it."""
     module_name, _, class_name = use.partition(":")
+    if config_dir is not None and config_dir not in sys.path:
+        sys.path.append(config_dir)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
         if err.name and module_name.startswith(err.name):
             raise PluginLoadError(f"no module named {err.name!r}",
-                                  "install the plugin's package, or put its directory on PYTHONPATH "
-                                  f"(the gateway runs {sys.executable})") from None
+                                  "install the plugin's package, put it beside the config file, or put "
+                                  f"its directory on PYTHONPATH (the gateway runs {sys.executable})") from None
         raise PluginLoadError(f"importing {module_name!r} failed: {err}",
                               "the plugin module imports something that is not installed") from None
     except Exception as err:  # the module itself raised while importing

@@ -20,8 +20,9 @@ REPO = HERE.parent.parent
 
 @pytest.fixture(autouse=True)
 def plugin_path(monkeypatch):
-    """The gateway imports tests/plugins/sample_plugins.py and the example."""
-    monkeypatch.setenv("PYTHONPATH", f"{HERE}:{REPO / 'examples' / 'plugins'}")
+    """The gateway imports tests/plugins/sample_plugins.py and the example
+    (`plugins.tenant_gate`, from examples/)."""
+    monkeypatch.setenv("PYTHONPATH", f"{HERE}:{REPO / 'examples'}")
 
 
 def plugin(use: str, **config) -> dict:
@@ -231,3 +232,14 @@ def test_fastgw_routes_lists_a_route_s_plugins_in_order(tmp_path):
     lines = [line.strip() for line in result.stdout.splitlines()]
     first = lines.index("first (sample_plugins:Tag, global): on_request_head, on_access, on_response_head; budget 50ms")
     assert lines[first + 1] == "AsyncCheck (sample_plugins:AsyncCheck, route): on_access; budget 3ms"
+
+
+@pytest.mark.timeout(60)
+def test_the_example_config_checks_as_the_docs_say_with_no_environment():
+    """`fastgw check --config examples/plugins.yaml` with nothing on
+    PYTHONPATH: the plugin beside the config file is found."""
+    result = subprocess.run([sys.executable, "-m", "fastgw", "check", "--config",
+                             str(REPO / "examples" / "plugins.yaml")],
+                            capture_output=True, text=True, timeout=60, cwd="/",
+                            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stdout + result.stderr
