@@ -24,6 +24,7 @@ cdef class MessageInfo:
     cdef public bytes traceparent       # request: the client's traceparent value (None if absent)
     cdef public bytes sent_traceparent  # request: the traceparent line sent upstream, once built
     cdef public bint event_stream       # response: Content-Type text/event-stream (SSE)
+    cdef public bint connection_seen    # a Connection or Proxy-Connection header was present
 
     cdef void _fail(self, int status, str code, str message)
 
@@ -40,13 +41,14 @@ cdef class HeaderRewrite:
 
 cdef class RequestIds:
     cdef bytes prefix
-    cdef unsigned long long counter
+    cdef public unsigned long long counter  # public: tests set it near the wrap of 8 hex digits
 
     cpdef bytes next(self)
 
 
 cpdef MessageInfo scan_request(list headers, bint http11)
 cpdef MessageInfo scan_response(list headers, bint http11)
+cpdef int http_version(object parser, MessageInfo info) except -1
 cpdef bytes build_request_head(bytes method, bytes target, list headers, MessageInfo info,
                                HeaderRewrite rw, bytes client_ip, bytes request_id,
                                bytes default_host, bint trace=*)

@@ -1,5 +1,5 @@
 """Request and response head programs (fastgw/_native/headers.pyx)."""
-from typing import Final
+from typing import Any, Final
 
 FRAMING_NONE: Final[int]
 FRAMING_LENGTH: Final[int]
@@ -22,6 +22,7 @@ class MessageInfo:
     traceparent: bytes | None
     sent_traceparent: bytes | None
     event_stream: bool
+    connection_seen: bool
 
 class HeaderRewrite:
     def __init__(self, add: object = ..., set: object = ..., remove: object = ...) -> None: ...
@@ -43,6 +44,7 @@ class HeaderRewrite:
 NO_REWRITE: Final[HeaderRewrite]
 
 class RequestIds:
+    counter: int
     def __init__(self) -> None: ...
     def next(self) -> bytes: ...
 
@@ -50,6 +52,7 @@ _Headers = list[tuple[bytes, bytes]]
 
 def scan_request(headers: _Headers, http11: bool) -> MessageInfo: ...
 def scan_response(headers: _Headers, http11: bool) -> MessageInfo: ...
+def http_version(parser: Any, info: MessageInfo) -> int: ...
 def build_request_head(method: bytes, target: bytes, headers: _Headers, info: MessageInfo,
                        rw: HeaderRewrite, client_ip: bytes, request_id: bytes, default_host: bytes | None,
                        trace: bool = ...) -> bytes: ...

@@ -19,7 +19,8 @@ header list per direction:
 Header names are compared case-insensitively; lower-case copies are made only
 for names whose length matches a name some rule asks about.
 """
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcmp, memcpy
 
 import os
@@ -222,10 +223,13 @@ cpdef MessageInfo scan_request(list headers, bint http11):
                 info._fail(501, "unsupported_transfer_coding",
                            "only 'Transfer-Encoding: chunked' is supported")
         elif hid == H_CONNECTION:
+            info.connection_seen = True
             if conn_values is None:
                 conn_values = [value]
             else:
                 conn_values.append(value)
+        elif hid == H_PROXY_CONNECTION:
+            info.connection_seen = True
         elif hid == H_X_REQUEST_ID:
             if PyBytes_GET_SIZE(value) and PyBytes_GET_SIZE(value) <= 200:
                 info.request_id = value
@@ -278,12 +282,37 @@ cpdef MessageInfo scan_response(list headers, bint http11):
                 info._fail(502, "upstream_bad_response",
                            "unsupported Transfer-Encoding from upstream")
         elif hid == H_CONNECTION:
+            info.connection_seen = True
             if conn_values is None:
                 conn_values = [value]
             else:
                 conn_values.append(value)
+        elif hid == H_PROXY_CONNECTION:
+            info.connection_seen = True
     _apply_connection(info, conn_values, http11)
     return info
+
+
+cdef dict _VERSIONS = {"1.1": 11, "1.0": 10, "0.9": 9, "2.0": 20}
+
+
+cpdef int http_version(object parser, MessageInfo info) except -1:
+    """The HTTP version of the message head httptools `parser` has just
+    parsed, as 11, 10, 9 or 20 (the versions llhttp accepts), -1 for another.
+
+    `info` is that head's scan. httptools gives the version only as a string
+    built with str.format (about 2,300 instructions, twice per proxied
+    request), while should_keep_alive() is a flag test. llhttp's keep-alive
+    rule is: HTTP/1.1 (major and minor both > 0) unless the Connection flags
+    say close, other versions only if they say keep-alive, and a response
+    that is delimited by the connection's close never. The Connection flags
+    come only from Connection and Proxy-Connection headers, so with neither
+    present a true should_keep_alive() means HTTP/1.1. Everything else asks
+    for the string. tests/native/test_headers.py checks this against llhttp
+    for every version it accepts."""
+    if not info.connection_seen and parser.should_keep_alive():
+        return 11
+    return _VERSIONS.get(parser.get_http_version(), -1)
 
 
 cdef class HeaderRewrite:
@@ -330,6 +359,74 @@ cdef inline bint _dropped(bytes name, HeaderRewrite rw, frozenset conn_tokens):
     return False
 
 
+# The outgoing heads are written into one C buffer (on the stack up to
+# _HEAD_STACK bytes, then on the heap) and copied once into the bytes object:
+# a list of parts and b"".join cost ~2,500 instructions more per head
+# (bench/RESULTS.md, section 11).
+DEF _HEAD_STACK = 4096
+
+
+cdef struct HeadBuf:
+    char *data
+    Py_ssize_t size
+    Py_ssize_t cap
+    char *heap          # the heap copy once the head outgrew the stack buffer
+
+
+cdef int _grow(HeadBuf *b, Py_ssize_t need) except -1:
+    cdef Py_ssize_t cap = b.cap * 2
+    cdef char *p
+    while cap < b.size + need:
+        cap *= 2
+    if b.heap == NULL:
+        p = <char *>malloc(cap)
+        if p == NULL:
+            raise MemoryError()
+        memcpy(p, b.data, b.size)
+    else:
+        p = <char *>realloc(b.heap, cap)
+        if p == NULL:
+            raise MemoryError()
+    b.heap = p
+    b.data = p
+    b.cap = cap
+    return 0
+
+
+cdef inline int _put(HeadBuf *b, const char *s, Py_ssize_t n) except -1:
+    if b.size + n > b.cap:
+        _grow(b, n)
+    memcpy(b.data + b.size, s, n)
+    b.size += n
+    return 0
+
+
+cdef inline int _put_bytes(HeadBuf *b, bytes v) except -1:
+    return _put(b, PyBytes_AS_STRING(v), PyBytes_GET_SIZE(v))
+
+
+cdef inline int _put_line(HeadBuf *b, bytes name, bytes value) except -1:
+    """`name: value\r\n`"""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(name)
+    cdef Py_ssize_t v = PyBytes_GET_SIZE(value)
+    cdef char *p
+    if b.size + n + v + 4 > b.cap:
+        _grow(b, n + v + 4)
+    p = b.data + b.size
+    memcpy(p, PyBytes_AS_STRING(name), n)
+    p[n] = 58     # ':'
+    p[n + 1] = 32
+    memcpy(p + n + 2, PyBytes_AS_STRING(value), v)
+    p[n + v + 2] = 13
+    p[n + v + 3] = 10
+    b.size += n + v + 4
+    return 0
+
+
+cdef inline bytes _finish(HeadBuf *b):
+    return PyBytes_FromStringAndSize(b.data, b.size)
+
+
 cpdef bytes build_request_head(bytes method, bytes target, list headers, MessageInfo info,
                                HeaderRewrite rw, bytes client_ip, bytes request_id,
                                bytes default_host, bint trace=False):
@@ -344,68 +441,75 @@ cpdef bytes build_request_head(bytes method, bytes target, list headers, Message
     is never removed. With `trace`, the client's traceparent is replaced by
     the gateway's span in the same trace (see `_write_traceparent`).
     """
-    cdef list out = [method, b" ", target, b" HTTP/1.1\r\n"]
+    cdef char stack[_HEAD_STACK]
+    cdef HeadBuf b
+    b.data = stack
+    b.size = 0
+    b.cap = _HEAD_STACK
+    b.heap = NULL
     cdef tuple pair
     cdef bytes name, value
     cdef bytes xff = None
     cdef int hid
     cdef frozenset conn_tokens = info.connection_tokens
-    for pair in headers:
-        name = <bytes>pair[0]
-        value = <bytes>pair[1]
-        hid = classify(name)
-        if hid == H_OTHER:
-            if (rw.lengths or conn_tokens is not None) and _dropped(name, rw, conn_tokens):
-                continue
-            if trace and PyBytes_GET_SIZE(name) == 11 and _ieq(PyBytes_AS_STRING(name), b"traceparent", 11):
-                continue  # replaced below
-            out.append(name)
-            out.append(b": ")
-            out.append(value)
-            out.append(b"\r\n")
-        elif hid == H_CONTENT_LENGTH or (hid == H_HOST and not rw.owned_mask & OWN_HOST):
-            # Content-Length frames the body: no rule may drop it (config refuses too).
-            out.append(name)
-            out.append(b": ")
-            out.append(value)
-            out.append(b"\r\n")
-        elif hid == H_X_FORWARDED_FOR:
-            xff = value if xff is None else xff + b", " + value
-        # Hop-by-hop headers, X-Forwarded-Proto/Host and X-Request-ID are written
-        # below. Expect is answered by the gateway itself (it sends 100 Continue
-        # once the upstream connection is up), so it is not forwarded.
     cdef int owned = rw.owned_mask
-    if info.host is None and not owned & OWN_HOST:
-        out.append(b"Host: ")
-        out.append(default_host)
-        out.append(b"\r\n")
-    if info.chunked:
-        out.append(b"Transfer-Encoding: chunked\r\n")
-    if info.websocket:
-        out.append(b"Connection: upgrade\r\nUpgrade: websocket\r\n")
-    if not owned & OWN_XFF:
-        out.append(b"X-Forwarded-For: ")
-        if xff is not None:
-            out.append(xff)
-            out.append(b", ")
-        out.append(client_ip)
-        out.append(b"\r\n")
-    if not owned & OWN_XFP:
-        out.append(b"X-Forwarded-Proto: http\r\n")
-    if info.host is not None and not owned & OWN_XFH:
-        out.append(b"X-Forwarded-Host: ")
-        out.append(info.host)
-        out.append(b"\r\n")
-    if not owned & OWN_REQUEST_ID:
-        out.append(b"X-Request-ID: ")
-        out.append(request_id)
-        out.append(b"\r\n")
-    if trace:
-        out.append(_write_traceparent(info))
-    if not rw.empty:
-        out.append(rw.appended)
-    out.append(b"\r\n")
-    return b"".join(out)
+    try:
+        _put_bytes(&b, method)
+        _put_bytes(&b, b" ")
+        _put_bytes(&b, target)
+        _put_bytes(&b, b" HTTP/1.1\r\n")
+        for pair in headers:
+            name = <bytes>pair[0]
+            value = <bytes>pair[1]
+            hid = classify(name)
+            if hid == H_OTHER:
+                if (rw.lengths or conn_tokens is not None) and _dropped(name, rw, conn_tokens):
+                    continue
+                if trace and PyBytes_GET_SIZE(name) == 11 and _ieq(PyBytes_AS_STRING(name), b"traceparent", 11):
+                    continue  # replaced below
+                _put_line(&b, name, value)
+            elif hid == H_CONTENT_LENGTH or (hid == H_HOST and not owned & OWN_HOST):
+                # Content-Length frames the body: no rule may drop it (config refuses too).
+                _put_line(&b, name, value)
+            elif hid == H_X_FORWARDED_FOR:
+                xff = value if xff is None else xff + b", " + value
+            # Hop-by-hop headers, X-Forwarded-Proto/Host and X-Request-ID are written
+            # below. Expect is answered by the gateway itself (it sends 100 Continue
+            # once the upstream connection is up), so it is not forwarded.
+        if info.host is None and not owned & OWN_HOST:
+            _put_bytes(&b, b"Host: ")
+            _put_bytes(&b, default_host)
+            _put_bytes(&b, b"\r\n")
+        if info.chunked:
+            _put_bytes(&b, b"Transfer-Encoding: chunked\r\n")
+        if info.websocket:
+            _put_bytes(&b, b"Connection: upgrade\r\nUpgrade: websocket\r\n")
+        if not owned & OWN_XFF:
+            _put_bytes(&b, b"X-Forwarded-For: ")
+            if xff is not None:
+                _put_bytes(&b, xff)
+                _put_bytes(&b, b", ")
+            _put_bytes(&b, client_ip)
+            _put_bytes(&b, b"\r\n")
+        if not owned & OWN_XFP:
+            _put_bytes(&b, b"X-Forwarded-Proto: http\r\n")
+        if info.host is not None and not owned & OWN_XFH:
+            _put_bytes(&b, b"X-Forwarded-Host: ")
+            _put_bytes(&b, info.host)
+            _put_bytes(&b, b"\r\n")
+        if not owned & OWN_REQUEST_ID:
+            _put_bytes(&b, b"X-Request-ID: ")
+            _put_bytes(&b, request_id)
+            _put_bytes(&b, b"\r\n")
+        if trace:
+            _put_bytes(&b, _write_traceparent(info))
+        if not rw.empty:
+            _put_bytes(&b, rw.appended)
+        _put_bytes(&b, b"\r\n")
+        return _finish(&b)
+    finally:
+        if b.heap != NULL:
+            free(b.heap)
 
 
 cdef dict _STATUS_LINES = {}
@@ -422,9 +526,19 @@ cdef dict _REASONS = {
 }
 
 
+cdef int _last_status = 0
+cdef bytes _last_reason = None
+cdef bytes _last_line = None
+
+
 cpdef bytes status_line(int status, bytes reason=None):
-    """`HTTP/1.1 200 OK\\r\\n`, cached for the upstream's usual reason phrases."""
+    """`HTTP/1.1 200 OK\\r\\n`, cached for the upstream's usual reason phrases
+    (the last one asked for first: an upstream answers mostly one status)."""
+    global _last_status, _last_reason, _last_line
     cdef bytes line
+    if status == _last_status and reason is not None and reason == _last_reason:
+        return _last_line
+    cdef bytes asked = reason
     if reason is None or not reason:
         reason = _REASONS.get(status, b"Unknown")
     key = (status, reason)
@@ -433,6 +547,8 @@ cpdef bytes status_line(int status, bytes reason=None):
         line = b"HTTP/1.1 %d %s\r\n" % (status, reason)
         if len(_STATUS_LINES) < 256:
             _STATUS_LINES[key] = line
+    if asked is not None and asked and PyBytes_GET_SIZE(asked) <= 64:
+        _last_status, _last_reason, _last_line = status, asked, line
     return line
 
 
@@ -443,51 +559,58 @@ cpdef bytes build_response_head(int status, bytes reason, list headers, MessageI
     framing re-declared (`framing` is what the gateway will send),
     X-Request-ID added when the upstream did not send one, then `extra`
     (complete header lines from the route's policies)."""
-    cdef list out = [status_line(status, reason)]
+    cdef char stack[_HEAD_STACK]
+    cdef HeadBuf b
+    b.data = stack
+    b.size = 0
+    b.cap = _HEAD_STACK
+    b.heap = NULL
     cdef tuple pair
     cdef bytes name, value
     cdef int hid
     cdef bint has_request_id = False
     cdef frozenset conn_tokens = info.connection_tokens
-    for pair in headers:
-        name = <bytes>pair[0]
-        value = <bytes>pair[1]
-        hid = classify(name)
-        if hid == H_OTHER or hid == H_X_FORWARDED_FOR or hid == H_X_FORWARDED_PROTO \
-                or hid == H_X_FORWARDED_HOST or hid == H_HOST or hid == H_EXPECT:
-            if (rw.lengths or conn_tokens is not None) and _dropped(name, rw, conn_tokens):
-                continue
-        elif hid == H_X_REQUEST_ID:
-            if rw.owned_mask & OWN_REQUEST_ID:
-                continue
-            has_request_id = True
-        elif hid == H_CONTENT_LENGTH:
-            if framing != FRAMING_LENGTH:
-                continue
-        else:
-            continue  # hop-by-hop
-        out.append(name)
-        out.append(b": ")
-        out.append(value)
-        out.append(b"\r\n")
-    if framing == FRAMING_CHUNKED:
-        out.append(b"Transfer-Encoding: chunked\r\n")
-    if not has_request_id and not rw.owned_mask & OWN_REQUEST_ID:
-        out.append(b"X-Request-ID: ")
-        out.append(request_id)
-        out.append(b"\r\n")
-    if not rw.empty:
-        out.append(rw.appended)
-    if extra:
-        out.append(extra)  # header lines a policy added (rate-limit state, ...)
-    if status == 101:
-        out.append(b"Connection: upgrade\r\nUpgrade: websocket\r\n")
-    elif not keep_alive:
-        out.append(b"Connection: close\r\n")
-    elif http10_client:
-        out.append(b"Connection: keep-alive\r\n")  # 1.0 closes unless told otherwise
-    out.append(b"\r\n")
-    return b"".join(out)
+    try:
+        _put_bytes(&b, status_line(status, reason))
+        for pair in headers:
+            name = <bytes>pair[0]
+            value = <bytes>pair[1]
+            hid = classify(name)
+            if hid == H_OTHER or hid == H_X_FORWARDED_FOR or hid == H_X_FORWARDED_PROTO \
+                    or hid == H_X_FORWARDED_HOST or hid == H_HOST or hid == H_EXPECT:
+                if (rw.lengths or conn_tokens is not None) and _dropped(name, rw, conn_tokens):
+                    continue
+            elif hid == H_X_REQUEST_ID:
+                if rw.owned_mask & OWN_REQUEST_ID:
+                    continue
+                has_request_id = True
+            elif hid == H_CONTENT_LENGTH:
+                if framing != FRAMING_LENGTH:
+                    continue
+            else:
+                continue  # hop-by-hop
+            _put_line(&b, name, value)
+        if framing == FRAMING_CHUNKED:
+            _put_bytes(&b, b"Transfer-Encoding: chunked\r\n")
+        if not has_request_id and not rw.owned_mask & OWN_REQUEST_ID:
+            _put_bytes(&b, b"X-Request-ID: ")
+            _put_bytes(&b, request_id)
+            _put_bytes(&b, b"\r\n")
+        if not rw.empty:
+            _put_bytes(&b, rw.appended)
+        if extra:
+            _put_bytes(&b, extra)  # header lines a policy added (rate-limit state, ...)
+        if status == 101:
+            _put_bytes(&b, b"Connection: upgrade\r\nUpgrade: websocket\r\n")
+        elif not keep_alive:
+            _put_bytes(&b, b"Connection: close\r\n")
+        elif http10_client:
+            _put_bytes(&b, b"Connection: keep-alive\r\n")  # 1.0 closes unless told otherwise
+        _put_bytes(&b, b"\r\n")
+        return _finish(&b)
+    finally:
+        if b.heap != NULL:
+            free(b.heap)
 
 
 cdef class RequestIds:
@@ -499,8 +622,24 @@ cdef class RequestIds:
         self.counter = 0
 
     cpdef bytes next(self):
+        # prefix + the counter in lower-case hex, at least 8 digits (as "%08x"),
+        # written directly: bytes formatting cost ~1,700 instructions here.
+        cdef char digits[16]
+        cdef const char *hexdigits = b"0123456789abcdef"
+        cdef unsigned long long v
+        cdef int n = 0
         self.counter += 1
-        return self.prefix + (b"%08x" % self.counter)
+        v = self.counter
+        while v or n < 8:
+            digits[15 - n] = hexdigits[v & 15]
+            v >>= 4
+            n += 1
+        cdef Py_ssize_t plen = PyBytes_GET_SIZE(self.prefix)
+        cdef bytes out = PyBytes_FromStringAndSize(NULL, plen + n)
+        cdef char *p = PyBytes_AS_STRING(out)
+        memcpy(p, PyBytes_AS_STRING(self.prefix), plen)
+        memcpy(p + plen, digits + 16 - n, n)
+        return out
 
 
 cdef bint _is_event_stream(bytes value):

@@ -52,7 +52,7 @@ from fastgw._native.accesslog cimport AccessLineBuffer
 from fastgw._native.deadlines cimport Deadlines, Timed
 from fastgw._native.headers cimport (
     F_CHUNKED, F_CLOSE, F_LENGTH, F_NONE, HeaderRewrite, MessageInfo, RequestIds,
-    build_request_head, build_response_head, scan_request, scan_response,
+    build_request_head, build_response_head, http_version, scan_request, scan_response,
 )
 from fastgw._native.metrics cimport (
     G_CONNECTIONS_OPEN, G_CONNECTIONS_TOTAL, G_IN_FLIGHT, STREAM_SSE, WorkerMetrics, now_ns,

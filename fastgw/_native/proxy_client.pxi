@@ -160,21 +160,25 @@ cdef class ClientConnection(Timed):
         self.head_seen = 0
         cdef GatewayCore gateway = self.gateway
         parser = self.parser
-        version = parser.get_http_version()
-        cdef bint http11 = version == "1.1"
-        if not http11 and version != "1.0":
-            # llhttp reads "GET /x" without a version as HTTP/0.9 and then goes
-            # on parsing headers and a body: a gateway doesn't speak 0.9.
-            if version == "0.9":
+        # Scanned as HTTP/1.1 first: that scan also tells http_version() whether
+        # the cheap answer holds; another version is scanned again.
+        cdef MessageInfo info = scan_request(self.headers, True)
+        cdef int version = http_version(parser, info)
+        cdef bint http11 = version == 11
+        if not http11:
+            if version == 9:
+                # llhttp reads "GET /x" without a version as HTTP/0.9 and then goes
+                # on parsing headers and a body: a gateway doesn't speak 0.9.
                 raise RequestRejected(400, "bad_request", "request line without an HTTP version")
-            raise RequestRejected(505, "http_version_not_supported",
-                                  f"HTTP/{version} is not supported (HTTP/1.0 and 1.1 are)")
+            if version != 10:
+                raise RequestRejected(505, "http_version_not_supported",
+                                      f"HTTP/{parser.get_http_version()} is not supported (HTTP/1.0 and 1.1 are)")
+            info = scan_request(self.headers, False)
         cdef bytes method = parser.get_method()
         if method == b"CONNECT":
             # A forward proxy's tunnel request: a reverse proxy has nothing to
             # connect it to (and llhttp would stop parsing after its head).
             raise RequestRejected(501, "not_implemented", "CONNECT is not supported by this gateway")
-        cdef MessageInfo info = scan_request(self.headers, http11)
         if parser.should_upgrade() and (info.chunked or info.content_length > 0):
             # llhttp stops at an Upgrade (or CONNECT) head and never parses a
             # body: forwarding the head would leave the upstream waiting for

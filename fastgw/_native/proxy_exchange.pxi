@@ -355,7 +355,7 @@ cdef class Exchange(Timed):
                 self.fail(error)
 
     cdef void interim_response(self, UpstreamConnection conn, int status, bytes reason,
-                               list headers, bint http11):
+                               list headers, MessageInfo info):
         """A 1xx other than 101 before the final answer. Relayed to HTTP/1.1
         clients (RFC 9110 15.2: 103 Early Hints, 102, unknown 1xx), dropped for
         HTTP/1.0 ones. A 100 Continue is never relayed: the gateway sends its own
@@ -368,7 +368,6 @@ cdef class Exchange(Timed):
             return
         if status == 100 or not self.http11:
             return
-        cdef MessageInfo info = scan_response(headers, http11)
         if info.error_status:
             self.upstream_bad_response(conn, info.error_message)
             return
@@ -377,7 +376,7 @@ cdef class Exchange(Timed):
             F_NONE, True, False))
 
     cdef void response_head(self, UpstreamConnection conn, int status, bytes reason,
-                            list headers, bint http11):
+                            list headers, MessageInfo info):
         self._cancel_timer()
         if status >= 500:
             self.outcome = OUTCOME_5XX
@@ -385,7 +384,6 @@ cdef class Exchange(Timed):
             if retry is not None and status in retry.statuses and self.retries < retry.attempts:
                 if self._retry_status(conn, retry, headers):
                     return
-        cdef MessageInfo info = scan_response(headers, http11)
         if info.error_status:
             self.upstream_bad_response(conn, info.error_message)
             return

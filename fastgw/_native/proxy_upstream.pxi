@@ -251,18 +251,20 @@ cdef class UpstreamConnection:
 
     def on_headers_complete(self):
         parser = self.parser
+        cdef MessageInfo info
         if self.exchange is not None:
             status = parser.get_status_code()
+            info = scan_response(self.headers, True)
+            if http_version(parser, info) != 11:
+                info = scan_response(self.headers, False)
             if 100 <= status < 200 and status != 101:
                 # Interim answer (RFC 9110 15.2): llhttp ends the message at its
                 # head and parses the final answer as the next message.
                 self.interim = True
-                self.exchange.interim_response(self, status, self.reason, self.headers,
-                                               parser.get_http_version() == "1.1")
+                self.exchange.interim_response(self, status, self.reason, self.headers, info)
                 return
             self.exchange.status = status
-            self.exchange.response_head(self, status, self.reason, self.headers,
-                                        parser.get_http_version() == "1.1")
+            self.exchange.response_head(self, status, self.reason, self.headers, info)
 
     def on_body(self, bytes body):
         if self.raw_remaining > 0:

@@ -18,7 +18,8 @@ import pytest
 
 from fastgw._native.headers import (FRAMING_CHUNKED, FRAMING_CLOSE, FRAMING_LENGTH, FRAMING_NONE,
                                     NO_REWRITE, HeaderRewrite, RequestIds, build_request_head,
-                                    build_response_head, scan_request, scan_response, status_line)
+                                    build_response_head, http_version, scan_request, scan_response,
+                                    status_line)
 
 # --- the reference --------------------------------------------------------------
 
@@ -955,6 +956,93 @@ def test_request_ids_unique_and_well_formed():
 def test_request_ids_instances_have_distinct_prefixes():
     prefixes = {RequestIds().next()[:13] for _ in range(50)}
     assert len(prefixes) == 50
+
+
+def test_request_ids_past_32_bits_keep_every_digit():
+    # "%08x" widens past 8 digits; the native writer must too.
+    ids = RequestIds()
+    prefix = ids.next()[:13]
+    ids.counter = 0xFFFFFFFF
+    assert ids.next() == prefix + b"100000000"
+    ids.counter = 0xFFFFFFFFFFFFFFFE
+    assert ids.next() == prefix + b"ffffffffffffffff"
+
+
+# --- http_version: the cheap answer agrees with llhttp -----------------------------------
+
+class _Heads:
+    def __init__(self):
+        self.headers = []
+
+    def on_header(self, name, value):
+        self.headers.append((name, value))
+
+
+def _parsed(kind, version, connection_headers, framing=b"Content-Length: 0\r\n"):
+    import httptools
+    sink = _Heads()
+    if kind == "request":
+        parser = httptools.HttpRequestParser(sink)
+        head = b"GET / HTTP/%s\r\nHost: h\r\n" % version
+    else:
+        parser = httptools.HttpResponseParser(sink)
+        head = b"HTTP/%s 200 OK\r\n" % version
+    parser.feed_data(head + b"".join(b"%s: %s\r\n" % h for h in connection_headers) + framing + b"\r\n")
+    return parser, sink.headers
+
+
+_CONNECTION_CASES = [
+    [], [(b"Connection", b"keep-alive")], [(b"Connection", b"close")],
+    [(b"Proxy-Connection", b"keep-alive")], [(b"Proxy-Connection", b"close")],
+    [(b"Connection", b"Keep-Alive, x-other")], [(b"Connection", b"upgrade")],
+]
+
+
+@pytest.mark.parametrize("kind", ["request", "response"])
+@pytest.mark.parametrize("version,expected", [(b"1.1", 11), (b"1.0", 10), (b"2.0", 20), (b"0.9", 9)])
+@pytest.mark.parametrize("connection", _CONNECTION_CASES)
+def test_http_version_agrees_with_llhttp(kind, version, expected, connection):
+    if kind == "response" and version == b"0.9":
+        expected = 9
+    parser, headers = _parsed(kind, version, connection)
+    scan = scan_request if kind == "request" else scan_response
+    assert parser.get_http_version() == version.decode()
+    assert http_version(parser, scan(headers, True)) == expected
+
+
+@pytest.mark.parametrize("version,expected", [(b"1.1", 11), (b"1.0", 10)])
+def test_http_version_of_a_response_read_to_close(version, expected):
+    # No framing: llhttp's should_keep_alive() is false whatever the version,
+    # so the answer must come from the version string.
+    parser, headers = _parsed("response", version, [], framing=b"")
+    assert http_version(parser, scan_response(headers, True)) == expected
+
+
+def test_connection_seen_by_both_scans():
+    for scan in (scan_request, scan_response):
+        assert not scan([(b"Host", b"h")], True).connection_seen
+        assert scan([(b"Host", b"h"), (b"connection", b"close")], True).connection_seen
+        assert scan([(b"Host", b"h"), (b"Proxy-Connection", b"x")], True).connection_seen
+
+
+# --- heads larger than the builders' stack buffer -----------------------------------------
+
+@pytest.mark.parametrize("size", [4000, 4096, 5000, 70_000])
+def test_request_head_larger_than_the_stack_buffer(size):
+    headers = [(b"Host", b"h"), (b"X-Big", b"v" * size), (b"X-After", b"a")]
+    assert native_request(headers) == reference_request(headers)
+    info = scan_response(headers[1:], True)
+    head = build_response_head(200, b"OK", headers[1:], info, NO_REWRITE, b"rid", FRAMING_NONE, True)
+    assert head.startswith(b"HTTP/1.1 200 OK\r\nX-Big: " + b"v" * size + b"\r\nX-After: a\r\n")
+    assert head.endswith(b"\r\n\r\n")
+
+
+def test_status_line_alternating_statuses_and_reasons():
+    seen = [(200, b"OK"), (404, b"Not Found"), (200, b"Fine"), (200, b"OK"), (200, None), (200, b""),
+            (503, b"Busy"), (503, b"Busy")]
+    for status, reason in seen * 3:
+        expected = b"HTTP/1.1 %d %s\r\n" % (status, reason or {200: b"OK", 503: b"Service Unavailable"}[status])
+        assert status_line(status, reason) == expected
 
 
 # --- divergences from the documented behaviour ------------------------------------------
