@@ -164,6 +164,10 @@ cdef class ClientConnection(Timed):
         # the cheap answer holds; another version is scanned again.
         cdef MessageInfo info = scan_request(self.headers, True)
         cdef int version = http_version(parser, info)
+        # llhttp stops after a head with Upgrade + Connection: upgrade (or a
+        # CONNECT, refused below): without a Connection or Proxy-Connection
+        # header its flag can't be set, so the method call is skipped.
+        cdef bint llhttp_upgrade = info.connection_seen and parser.should_upgrade()
         cdef bint http11 = version == 11
         if not http11:
             if version == 9:
@@ -179,7 +183,7 @@ cdef class ClientConnection(Timed):
             # A forward proxy's tunnel request: a reverse proxy has nothing to
             # connect it to (and llhttp would stop parsing after its head).
             raise RequestRejected(501, "not_implemented", "CONNECT is not supported by this gateway")
-        if parser.should_upgrade() and (info.chunked or info.content_length > 0):
+        if llhttp_upgrade and (info.chunked or info.content_length > 0):
             # llhttp stops at an Upgrade (or CONNECT) head and never parses a
             # body: forwarding the head would leave the upstream waiting for
             # bytes that then come from the next request on the connection.
@@ -187,12 +191,12 @@ cdef class ClientConnection(Timed):
         cdef bytes request_id = info.request_id
         if request_id is None:
             request_id = gateway.request_ids.next()
-        cdef Exchange ex = Exchange(self, method, info, request_id,
-                                    info.keep_alive and not gateway.draining, http11)
+        cdef Exchange ex = Exchange.new(self, method, info, request_id,
+                                        info.keep_alive and not gateway.draining, http11)
         ex.request_headers = self.headers
         ex.target = self.url
         self.parsing = ex
-        if parser.should_upgrade():  # llhttp stops after this head (see _upgrade_requested)
+        if llhttp_upgrade:  # llhttp stops after this head (see _upgrade_requested)
             self.upgrading = ex
         if info.error_status:
             ex.reply_locally(info.error_status, info.error_code, info.error_message, False)
@@ -272,11 +276,16 @@ cdef class ClientConnection(Timed):
 
     # -- the queue of exchanges -----------------------------------------------
     cdef void _enqueue(self, Exchange ex):
+        if self.current is None and not self.advancing and not self.closed and not self.pending:
+            # The usual case, one request at a time: no trip through the deque.
+            self._watch_busy()
+            self._advance(ex)
+            return
         self.pending.append(ex)
         if self.current is None:
             self._watch_busy()
             if not self.advancing:
-                self._advance()
+                self._advance(None)
         else:
             self.pause_reading_for(PAUSE_PIPELINE)
 
@@ -288,15 +297,19 @@ cdef class ClientConnection(Timed):
         if not ex.keep_alive:
             self._close_after_reply(ex)
         elif not self.advancing:  # else the loop in _advance picks the next one
-            self._advance()
+            self._advance(None)
 
-    cdef void _advance(self):
-        """Start queued exchanges in order; a loop, not recursion, because local
-        replies finish synchronously and a burst of them must not nest."""
+    cdef void _advance(self, Exchange first):
+        """Start `first` (if given: it was never queued), then queued exchanges
+        in order; a loop, not recursion, because local replies finish
+        synchronously and a burst of them must not nest."""
         cdef Exchange ex
         pending = self.pending
         self.advancing = True
         try:
+            if first is not None:
+                self.current = first
+                first.start()
             while self.current is None and pending and not self.closed:
                 ex = pending.popleft()
                 self.current = ex
@@ -340,7 +353,7 @@ cdef class ClientConnection(Timed):
             elif ex in self.pending:
                 self.pending.remove(ex)
                 ex.client_lost()
-        cdef Exchange reply = Exchange(self, b"GET", None, self.gateway.request_ids.next(), False, True)
+        cdef Exchange reply = Exchange.new(self, b"GET", None, self.gateway.request_ids.next(), False, True)
         reply.reply_locally(status, code, message, False)
         self._enqueue(reply)
 
@@ -355,6 +368,8 @@ cdef class ClientConnection(Timed):
             ex.keep_alive = False  # nothing more is parsed here: close after the answer
         self.pause_reading_for(PAUSE_CLOSING)  # hold client bytes until the upstream answers
         if ex is not None and ex.info.websocket and ex.local_reply is None and rest:
+            if ex.early_tunnel_data is None:
+                ex.early_tunnel_data = []
             ex.early_tunnel_data.append(rest)
 
     cdef void start_tunnel(self, Exchange ex, UpstreamConnection upstream, bytes extra):
@@ -363,7 +378,7 @@ cdef class ClientConnection(Timed):
         self._watch_busy()
         self.flush()  # the 101 head goes out before any tunnelled byte
         self.tunnel = Tunnel(self, upstream, ex.plan.websocket_idle_timeout)
-        self.tunnel.start(extra, ex.early_tunnel_data)
+        self.tunnel.start(extra, ex.early_tunnel_data or [])
         self.paused = 0
         self.transport.resume_reading()
 

@@ -14,7 +14,7 @@ cdef class Exchange(Timed):
     cdef public bint keep_alive
     cdef bint http11
     cdef bint is_head
-    cdef public list early_tunnel_data  # client bytes after a WebSocket head, held until 101
+    cdef public list early_tunnel_data  # client bytes after a WebSocket head, held until 101 (None: none)
     cdef public UpstreamConnection upstream
     cdef EndpointPool pool
     cdef list pending_out        # request bytes waiting for the upstream connection
@@ -66,6 +66,18 @@ cdef class Exchange(Timed):
 
     def __init__(self, ClientConnection client, bytes method, MessageInfo info,
                  bytes request_id, bint keep_alive, bint http11):
+        self._setup(client, method, info, request_id, keep_alive, http11)
+
+    @staticmethod
+    cdef Exchange new(ClientConnection client, bytes method, MessageInfo info,
+                      bytes request_id, bint keep_alive, bint http11):
+        """The native constructor: no Python call and argument parsing per request."""
+        cdef Exchange ex = Exchange.__new__(Exchange)
+        ex._setup(client, method, info, request_id, keep_alive, http11)
+        return ex
+
+    cdef void _setup(self, ClientConnection client, bytes method, MessageInfo info,
+                     bytes request_id, bint keep_alive, bint http11):
         self.client = client
         self.method = method
         self.info = info
@@ -73,7 +85,6 @@ cdef class Exchange(Timed):
         self.keep_alive = keep_alive
         self.http11 = http11
         self.is_head = method == b"HEAD"
-        self.early_tunnel_data = []
         self.pending_out = []
         self.sent = []
         cdef GatewayCore gateway = client.gateway
