@@ -7,8 +7,8 @@ TICK: Final[float]
 
 class Timed: ...
 
-# Ticks between two sweeps of emptied slots.
-SWEEP_TICKS: Final[int]
+# Slots of the wheel (one per tick).
+WHEEL_SIZE: Final[int]
 
 class Deadlines:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None: ...

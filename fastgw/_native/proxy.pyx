@@ -49,7 +49,7 @@ import socket
 import httptools
 
 from fastgw._native.accesslog cimport AccessLineBuffer
-from fastgw._native.deadlines cimport Deadlines, Timed
+from fastgw._native.deadlines cimport Deadlines, Timed, cancel_deadline
 from fastgw._native.headers cimport (
     F_CHUNKED, F_CLOSE, F_LENGTH, F_NONE, HeaderRewrite, MessageInfo, RequestIds,
     build_request_head, build_response_head, http_version, scan_request, scan_response,

@@ -442,9 +442,7 @@ cdef class ClientConnection(Timed):
     # -- timeouts: idle keep-alive and slow request heads ----------------------
     cdef void _watch_busy(self):
         """An exchange is in flight: it keeps its own deadlines."""
-        if self.deadline_slot is not None:
-            (<set>self.deadline_slot).discard(self)
-            self.deadline_slot = None
+        cancel_deadline(self)
 
     cdef void deadline_passed(self):
         if self.closed or self.lingering or self.current is not None or self.tunnel is not None:

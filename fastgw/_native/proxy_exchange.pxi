@@ -611,9 +611,7 @@ cdef class Exchange(Timed):
         self.client.gateway.deadlines.arm(self, timeout)
 
     cdef void _cancel_timer(self):
-        if self.deadline_slot is not None:
-            (<set>self.deadline_slot).discard(self)
-            self.deadline_slot = None
+        cancel_deadline(self)
 
     cdef void deadline_passed(self):
         if self.finished or self.response_done:

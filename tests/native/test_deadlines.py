@@ -293,7 +293,7 @@ cdef class Probe(Timed):
 
     @property
     def armed(self):
-        return self.deadline_slot is not None
+        return self.deadline_prev is not None
 
     cdef void deadline_passed(self):
         self.log.append((self.name, self.clock.time()))
@@ -553,12 +553,12 @@ def test_probe_on_uvloop_disarm_and_close(probe, uv_loop):
 
 # --- emptied slots are dropped (issue 17, finding 6) -------------------------------------
 
-def test_probe_emptied_slots_are_dropped_within_a_second(probe):
+def test_probe_wheel_holds_nothing_but_its_owners(probe):
     """A keep-alive connection re-arms a deadline minutes ahead after every
-    request, leaving its previous slot's set empty. Those sets used to stay in
-    the wheel until their tick came (300 s of keepalive: 6,000 sets); now the
-    wheel forgets them at the next whole second, and holds no more sets than
-    owners plus the slots filled since the last sweep."""
+    request. The wheel of sets left an empty set per tick behind until a
+    sweep (300 s of keepalive: 6,000 sets); the intrusive wheel has a fixed
+    list head per slot and holds only its owners: at most one slot per owner,
+    none once they are disarmed."""
     fake = FakeLoop(100.001)
     d = Deadlines(fake)
     log = []
@@ -569,17 +569,35 @@ def test_probe_emptied_slots_are_dropped_within_a_second(probe):
             probe.arm(d, p, 300.0)
         fake.tick()
     assert d.armed_count == 16
-    assert d.slot_count <= 16 + 20  # at most the last second's slots besides the owners'
+    assert d.slot_count == 1  # all re-armed in the same tick: one slot
     for p in owners:
         probe.disarm(d, p)
-    assert d.armed_count == 0
-    fake.run_until(fake.t + 1.1)  # a sweep at the next second boundary
-    assert d.slot_count == 0
+    assert (d.armed_count, d.slot_count) == (0, 0)
+    fake.run_until(fake.t + 1.1)
     assert log == []
 
 
+def test_probe_deadline_more_than_one_turn_ahead_fires_once_on_time(probe):
+    """300 s is ~6 turns of the 1,024-slot wheel: the owner is passed over at
+    each turn and fires once, at its own tick."""
+    fake = FakeLoop(100.001)
+    d = Deadlines(fake)
+    log = []
+    far = probe.Probe("far", log, fake)
+    near = probe.Probe("near", log, fake)
+    probe.arm(d, far, 300.0)
+    probe.arm(d, near, 1.0)
+    fake.run_until(100.001 + 299.0)
+    assert [name for name, _ in log] == ["near"]
+    fake.run_until(100.001 + 310.0)
+    assert [name for name, _ in log] == ["near", "far"]
+    assert log[1][1] == pytest.approx(fires_at(100.001, 300.0), abs=1e-9)
+    assert (d.armed_count, d.slot_count) == (0, 0)
+
+
 def test_probe_sweep_keeps_armed_owners_firing(probe):
-    """Dropping empty slots never drops an owner: every armed deadline still fires."""
+    """Moving, cancelling and firing across many ticks: every armed deadline
+    fires once, at its time, and the wheel ends empty."""
     import random
     rng = random.Random(11)
     fake = FakeLoop(100.001)
