@@ -9,6 +9,8 @@
 #                            started here with bench/upstream.py)
 #   FASTGW_ARGS               extra args for `fastgw run` (default: the one-line proxy)
 #   REQUEST_PATH=/big         the path requested (default /)
+#   BODY_BYTES=1024           POST a body of that many bytes instead of a GET
+#                             (S2: REQUEST_PATH=/echo BODY_BYTES=1024)
 #   CONFIG=FILE               run `fastgw run --config FILE` (its first listener is
 #                             moved to a free port with FASTGW_LISTEN; its clusters
 #                             must point at the upstream you pass in UPSTREAM)
@@ -51,7 +53,7 @@ instructions() {  # requests -> instructions of the worker process
         --callgrind-out-file="$WORK/callgrind.out.%p" "${cmd[@]}" ${FASTGW_ARGS:-}) > "$WORK/gw.log" 2>&1 &
     local gw=$!
     wait_port "$port" || { cat "$WORK/gw.log" >&2; kill "$gw"; exit 1; }
-    python3 "$HERE/fixed_requests.py" "$port" "$n" 8 "${REQUEST_PATH:-/}"
+    python3 "$HERE/fixed_requests.py" "$port" "$n" 8 "${REQUEST_PATH:-/}" "${BODY_BYTES:-0}"
     kill -TERM "$gw"; wait "$gw" || true
     [ -n "${KEEP:-}" ] && mkdir -p "$KEEP/$n" && cp "$WORK"/callgrind.out.* "$KEEP/$n/"
     # The worker is the busiest process that is not the master.

@@ -1,18 +1,25 @@
 #!/usr/bin/env python3
-"""Send exactly N small GET requests over C keep-alive connections and exit.
+"""Send exactly N small GET requests (or POSTs with a BODY-byte body) over
+C keep-alive connections and exit.
 
 The driver for bench/callgrind.sh: instruction counts per request need a fixed
 request count, which wrk can't give. Fails (exit 1) on any non-200 answer.
 
-Usage: python3 bench/fixed_requests.py PORT N [C] [PATH]
+Usage: python3 bench/fixed_requests.py PORT N [C] [PATH] [BODY]
+   BODY > 0: POST PATH with a Content-Length body of BODY bytes (S2: 1024 to /echo)
 """
 import asyncio
 import sys
 
 
-async def one_connection(port: int, count: int, path: str) -> None:
+async def one_connection(port: int, count: int, path: str, body: int) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    request = f"GET {path} HTTP/1.1\r\nHost: bench.local\r\nUser-Agent: fixed\r\n\r\n".encode()
+    if body:
+        request = (f"POST {path} HTTP/1.1\r\nHost: bench.local\r\nUser-Agent: fixed\r\n"
+                   f"Content-Type: application/octet-stream\r\nContent-Length: {body}\r\n\r\n").encode()
+        request += b"x" * body
+    else:
+        request = f"GET {path} HTTP/1.1\r\nHost: bench.local\r\nUser-Agent: fixed\r\n\r\n".encode()
     for _ in range(count):
         writer.write(request)
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
@@ -30,8 +37,9 @@ async def main() -> None:
     port, total = int(sys.argv[1]), int(sys.argv[2])
     conns = int(sys.argv[3]) if len(sys.argv) > 3 else 8
     path = sys.argv[4] if len(sys.argv) > 4 else "/"
+    body = int(sys.argv[5]) if len(sys.argv) > 5 else 0
     each, extra = divmod(total, conns)
-    await asyncio.gather(*(one_connection(port, each + (i < extra), path) for i in range(conns)))
+    await asyncio.gather(*(one_connection(port, each + (i < extra), path, body) for i in range(conns)))
 
 
 asyncio.run(main())

@@ -94,3 +94,24 @@ class Inspect(Plugin):
                 "agent": request.headers.get("user-agent"), "request_id": request.request_id,
             })
         return None
+
+
+class Ledger(Plugin):
+    """Appends one JSON line per request to the file `path` from on_log:
+    method, path, status, and whether on_log got the very Request object
+    on_access saw (plugins are promised one object per request)."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.path = config["path"]
+        self.seen = {}
+
+    def on_access(self, request):
+        self.seen[request.request_id] = request
+
+    def on_log(self, request):
+        import json
+        same = self.seen.pop(request.request_id, None) is request
+        with open(self.path, "a") as out:
+            out.write(json.dumps({"method": request.method, "path": request.path,
+                                  "same_request": same}) + "\n")

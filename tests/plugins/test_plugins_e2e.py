@@ -57,6 +57,23 @@ def test_hooks_run_in_phase_order_global_before_route(upstream, gateway_factory,
 
 
 @pytest.mark.timeout(60)
+def test_on_log_runs_with_metrics_and_access_log_off_and_gets_the_same_request(upstream, gateway_factory,
+                                                                               tmp_path):
+    ledger = tmp_path / "ledger.jsonl"
+    gw = gateway_factory(config_with(
+        upstream.url, route("logged", "main", prefix="/", plugins=[plugin("Ledger", path=str(ledger))]),
+        metrics={"enabled": False}))
+    with RawClient(gw.port) as client:  # one keep-alive connection: the exchanges follow each other
+        for i in range(5):
+            client.request("GET", f"/echo/{i}")
+            assert client.read_response(timeout=10).status == 200
+    assert wait_until(lambda: ledger.exists() and len(ledger.read_text().splitlines()) == 5, 10)
+    lines = [json.loads(line) for line in ledger.read_text().splitlines()]
+    assert [line["path"] for line in lines] == [f"/echo/{i}" for i in range(5)]
+    assert all(line["same_request"] for line in lines)
+
+
+@pytest.mark.timeout(60)
 def test_a_plugin_reads_the_request_and_answers_early(upstream, gateway_factory):
     gw = gateway_factory(config_with(
         upstream.url, route("users", "main", path="/inspect/{id}", plugins=[plugin("Inspect")])))
