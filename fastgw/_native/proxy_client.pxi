@@ -20,6 +20,7 @@ cdef class ClientConnection(Timed):
     cdef object pending           # deque of exchanges waiting their turn
     cdef Exchange parsing         # the exchange whose request body is arriving
     cdef Exchange upgrading       # the WebSocket exchange whose head ended the HTTP stream
+    cdef Exchange upstream_corked # the exchange whose upstream bytes wait for the end of this read
     cdef int paused
     cdef public bint write_paused
     cdef int corked
@@ -396,9 +397,21 @@ cdef class ClientConnection(Timed):
 
     # -- writing ------------------------------------------------------------
     cdef void uncork(self):
+        cdef Exchange ex
         self.corked -= 1
         if not self.corked:
+            ex = self.upstream_corked
+            if ex is not None:
+                self.upstream_corked = None
+                ex.flush_upstream()
             self.flush()
+
+    cdef void cork_upstream(self, Exchange ex):
+        """`ex` queued bytes for its upstream while corked: write them at uncork."""
+        if self.upstream_corked is not ex:
+            if self.upstream_corked is not None:
+                self.upstream_corked.flush_upstream()  # keep one at a time, in order
+            self.upstream_corked = ex
 
     cpdef flush(self):
         cdef list out = self.out

@@ -350,13 +350,12 @@ cdef class Exchange(Timed):
             # The upstream is reachable: now let the client send its body.
             self.continue_sent = True
             self.client.send(CONTINUE_100)
-        out = self.pending_out
-        self.pending_out = []
-        self.pending_bytes = 0
-        if len(out) == 1:
-            conn.transport.write(out[0])
+        if self.client.corked:
+            # Inside the client's read: the head goes out with the body bytes
+            # of the same read, in one write, when the read is done.
+            self.client.cork_upstream(self)
         else:
-            conn.transport.writelines(out)
+            self.flush_upstream()
         self.client.resume_reading_for(PAUSE_UPSTREAM)
         if self.request_done:
             self._arm(WAIT_HEAD, self.plan.try_timeout)
@@ -649,25 +648,44 @@ cdef class Exchange(Timed):
 
     cdef void _send_upstream(self, bytes data):
         self._log_sent(data)
-        if self.upstream is not None:
+        if self.upstream is not None and not self.client.corked:
             self.upstream.transport.write(data)
-        else:
-            self.pending_out.append(data)
-            self.pending_bytes += len(data)
-            if self.pending_bytes > CONNECT_BUFFER_LIMIT:
-                self.client.pause_reading_for(PAUSE_UPSTREAM)
+            return
+        self.pending_out.append(data)
+        self._pending_grew(len(data))
 
     cdef void _send_upstream3(self, bytes a, bytes b, bytes c):
         self._log_sent(a)
         self._log_sent(b)
         self._log_sent(c)
-        if self.upstream is not None:
+        if self.upstream is not None and not self.client.corked:
             self.upstream.transport.writelines((a, b, c))
+            return
+        self.pending_out.extend((a, b, c))
+        self._pending_grew(len(a) + len(b) + len(c))
+
+    cdef void _pending_grew(self, Py_ssize_t size):
+        """Request bytes were queued: until the client's read is done (the
+        upstream is attached: one write then, bounded by one read), or until
+        a connection is attached (bounded by CONNECT_BUFFER_LIMIT)."""
+        self.pending_bytes += size
+        if self.upstream is not None:
+            self.client.cork_upstream(self)
+        elif self.pending_bytes > CONNECT_BUFFER_LIMIT:
+            self.client.pause_reading_for(PAUSE_UPSTREAM)
+
+    cdef void flush_upstream(self):
+        """Write the queued request bytes to the attached upstream, in one call.
+        (A POST's head and the body bytes read with it: one syscall, not two.)"""
+        cdef list out = self.pending_out
+        if self.upstream is None or not out:
+            return
+        self.pending_out = []
+        self.pending_bytes = 0
+        if len(out) == 1:
+            self.upstream.transport.write(out[0])
         else:
-            self.pending_out.extend((a, b, c))
-            self.pending_bytes += len(a) + len(b) + len(c)
-            if self.pending_bytes > CONNECT_BUFFER_LIMIT:
-                self.client.pause_reading_for(PAUSE_UPSTREAM)
+            self.upstream.transport.writelines(out)
 
     cdef void _drop_upstream(self, UpstreamConnection conn):
         self._cancel_timer()
