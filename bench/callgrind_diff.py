@@ -8,7 +8,9 @@ between two such runs (a feature on minus off).
     python3 bench/callgrind_diff.py /tmp/on [/tmp/off] [--top 40]
 
 Per request = (Ir(N2) - Ir(N1)) / (N2 - N1) in the worker's file (the one
-with the most Ir) of DIR/N1 and DIR/N2, as bench/callgrind.sh counts.
+that served requests, the one with most Ir among them) of DIR/N1 and DIR/N2,
+as bench/callgrind.sh counts. (The master can count more than a worker that
+served 1,000 requests: it is never taken.)
 Needs callgrind_annotate (valgrind).
 """
 import argparse
@@ -27,6 +29,12 @@ def totals(path: pathlib.Path) -> int:
     return 0
 
 
+def _served(path: pathlib.Path) -> bool:
+    """The process ran the client protocol: a worker (or a peer proxy), not the master."""
+    text = path.read_text(errors="replace")
+    return "data_received" in text
+
+
 def functions(path: pathlib.Path) -> collections.Counter:
     out = subprocess.run(["callgrind_annotate", "--inclusive=no", "--auto=no", "--threshold=100", str(path)],
                          capture_output=True, text=True, check=True).stdout
@@ -43,7 +51,7 @@ def functions(path: pathlib.Path) -> collections.Counter:
 
 def per_request(run: pathlib.Path) -> dict:
     n1, n2 = sorted((d for d in run.iterdir() if d.is_dir()), key=lambda d: int(d.name))
-    worker = [max(d.glob("callgrind.out.*"), key=totals) for d in (n1, n2)]
+    worker = [max(d.glob("callgrind.out.*"), key=lambda f: (_served(f), totals(f))) for d in (n1, n2)]
     a, b = functions(worker[0]), functions(worker[1])
     span = int(n2.name) - int(n1.name)
     return {name: (b[name] - a.get(name, 0)) / span for name in set(a) | set(b)}
