@@ -8,6 +8,15 @@ cdef enum Framing:
     F_CLOSE = 3     # response delimited by connection close
 
 
+# Headers the gateway writes into the upstream request, one bit per policy
+# (fastgw/policy/forwarded_headers.py, request_id.py, trace_context.py); a
+# route's plan holds the bits its policies set (RoutePlan.head_flags).
+cdef enum HeadFlags:
+    HEAD_FORWARDED = 1      # X-Forwarded-For appended, -Proto and -Host written
+    HEAD_REQUEST_ID = 2     # X-Request-ID to the upstream and back to the client
+    HEAD_TRACE = 4          # traceparent: the gateway's span in the client's trace
+
+
 cdef class MessageInfo:
     cdef public int error_status        # 0: fine; else the status to answer with
     cdef public str error_code
@@ -51,7 +60,7 @@ cpdef MessageInfo scan_response(list headers, bint http11)
 cpdef int http_version(object parser, MessageInfo info) except -1
 cpdef bytes build_request_head(bytes method, bytes target, list headers, MessageInfo info,
                                HeaderRewrite rw, bytes client_ip, bytes request_id,
-                               bytes default_host, bint trace=*)
+                               bytes default_host, int flags=*)
 cpdef bytes build_response_head(int status, bytes reason, list headers, MessageInfo info,
                                 HeaderRewrite rw, bytes request_id, int framing, bint keep_alive,
                                 bint http10_client=*, bytes extra=*)

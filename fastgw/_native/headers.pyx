@@ -52,6 +52,11 @@ DEF OWN_REQUEST_ID = 16
 cdef dict _OWNED = {b"host": OWN_HOST, b"x-forwarded-for": OWN_XFF, b"x-forwarded-proto": OWN_XFP,
                     b"x-forwarded-host": OWN_XFH, b"x-request-id": OWN_REQUEST_ID}
 
+# Gateway-written request headers (HeadFlags in headers.pxd), for Python callers.
+FORWARDED = HEAD_FORWARDED
+REQUEST_ID = HEAD_REQUEST_ID
+TRACE = HEAD_TRACE
+
 # Framing of a message body (values in headers.pxd), for Python callers too.
 FRAMING_NONE = F_NONE
 FRAMING_LENGTH = F_LENGTH
@@ -429,18 +434,24 @@ cdef inline bytes _finish(HeadBuf *b):
 
 cpdef bytes build_request_head(bytes method, bytes target, list headers, MessageInfo info,
                                HeaderRewrite rw, bytes client_ip, bytes request_id,
-                               bytes default_host, bint trace=False):
+                               bytes default_host, int flags=HEAD_FORWARDED | HEAD_REQUEST_ID):
     """The upstream request head: one bytes object, ready for one write.
 
-    Host is passed through; X-Forwarded-For gets the client address appended;
-    X-Forwarded-Proto and X-Forwarded-Host are written by the gateway (it is the
-    edge, so client-sent values are not trusted); X-Request-ID is the request's id.
+    Host is passed through. What the gateway writes itself is chosen by
+    `flags` (the route's policies): with HEAD_FORWARDED, X-Forwarded-For gets
+    the client address appended and X-Forwarded-Proto and X-Forwarded-Host are
+    written by the gateway (it is the edge, so client-sent values are not
+    trusted; without it all three pass through as received); with
+    HEAD_REQUEST_ID, X-Request-ID is the request's id (else the client's
+    passes through); with HEAD_TRACE, the client's traceparent is replaced by
+    the gateway's span in the same trace (see `_write_traceparent`).
     An HTTP/1.0 request without Host gets `default_host` (the upstream request is
     HTTP/1.1, where Host is mandatory). A route rule that sets or removes one of
     these gateway-written headers replaces the gateway's line; Content-Length
-    is never removed. With `trace`, the client's traceparent is replaced by
-    the gateway's span in the same trace (see `_write_traceparent`).
+    is never removed.
     """
+    cdef bint trace = flags & HEAD_TRACE
+    cdef bint forwarded = flags & HEAD_FORWARDED
     cdef char stack[_HEAD_STACK]
     cdef HeadBuf b
     b.data = stack
@@ -471,8 +482,15 @@ cpdef bytes build_request_head(bytes method, bytes target, list headers, Message
             elif hid == H_CONTENT_LENGTH or (hid == H_HOST and not owned & OWN_HOST):
                 # Content-Length frames the body: no rule may drop it (config refuses too).
                 _put_line(&b, name, value)
-            elif hid == H_X_FORWARDED_FOR:
+            elif hid == H_X_FORWARDED_FOR and forwarded:
                 xff = value if xff is None else xff + b", " + value
+            elif ((not forwarded and (hid == H_X_FORWARDED_FOR or hid == H_X_FORWARDED_PROTO
+                                      or hid == H_X_FORWARDED_HOST))
+                  or (hid == H_X_REQUEST_ID and not flags & HEAD_REQUEST_ID)):
+                # Not the gateway's to write on this route: an end-to-end header.
+                if (rw.lengths or conn_tokens is not None) and _dropped(name, rw, conn_tokens):
+                    continue
+                _put_line(&b, name, value)
             # Hop-by-hop headers, X-Forwarded-Proto/Host and X-Request-ID are written
             # below. Expect is answered by the gateway itself (it sends 100 Continue
             # once the upstream connection is up), so it is not forwarded.
@@ -484,20 +502,20 @@ cpdef bytes build_request_head(bytes method, bytes target, list headers, Message
             _put_bytes(&b, b"Transfer-Encoding: chunked\r\n")
         if info.websocket:
             _put_bytes(&b, b"Connection: upgrade\r\nUpgrade: websocket\r\n")
-        if not owned & OWN_XFF:
+        if forwarded and not owned & OWN_XFF:
             _put_bytes(&b, b"X-Forwarded-For: ")
             if xff is not None:
                 _put_bytes(&b, xff)
                 _put_bytes(&b, b", ")
             _put_bytes(&b, client_ip)
             _put_bytes(&b, b"\r\n")
-        if not owned & OWN_XFP:
+        if forwarded and not owned & OWN_XFP:
             _put_bytes(&b, b"X-Forwarded-Proto: http\r\n")
-        if info.host is not None and not owned & OWN_XFH:
+        if forwarded and info.host is not None and not owned & OWN_XFH:
             _put_bytes(&b, b"X-Forwarded-Host: ")
             _put_bytes(&b, info.host)
             _put_bytes(&b, b"\r\n")
-        if not owned & OWN_REQUEST_ID:
+        if flags & HEAD_REQUEST_ID and not owned & OWN_REQUEST_ID:
             _put_bytes(&b, b"X-Request-ID: ")
             _put_bytes(&b, request_id)
             _put_bytes(&b, b"\r\n")
@@ -557,7 +575,8 @@ cpdef bytes build_response_head(int status, bytes reason, list headers, MessageI
                                 bint http10_client=False, bytes extra=None):
     """The client response head: hop-by-hop dropped, route rules applied,
     framing re-declared (`framing` is what the gateway will send),
-    X-Request-ID added when the upstream did not send one, then `extra`
+    X-Request-ID added when the upstream did not send one (unless
+    `request_id` is None: the route does not echo ids), then `extra`
     (complete header lines from the route's policies)."""
     cdef char stack[_HEAD_STACK]
     cdef HeadBuf b
@@ -592,7 +611,7 @@ cpdef bytes build_response_head(int status, bytes reason, list headers, MessageI
             _put_line(&b, name, value)
         if framing == FRAMING_CHUNKED:
             _put_bytes(&b, b"Transfer-Encoding: chunked\r\n")
-        if not has_request_id and not rw.owned_mask & OWN_REQUEST_ID:
+        if not has_request_id and request_id is not None and not rw.owned_mask & OWN_REQUEST_ID:
             _put_bytes(&b, b"X-Request-ID: ")
             _put_bytes(&b, request_id)
             _put_bytes(&b, b"\r\n")

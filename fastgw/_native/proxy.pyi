@@ -42,7 +42,6 @@ class GatewayCore:
     keepalive_timeout: float
     metrics: WorkerMetrics | None
     access_log: Any
-    trace: bool
 
 class RoutePlan:
     route: Any
@@ -60,6 +59,7 @@ class RoutePlan:
     try_timeout: float
     connect_timeout: float
     index: int
+    head_flags: int               # FORWARDED | REQUEST_ID | TRACE (fastgw._native.headers)
 
 class LocalLimit:
     limiter: Any                  # RouteLimiter: .check(peer_ip, headers) -> Decision

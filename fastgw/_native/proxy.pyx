@@ -51,7 +51,7 @@ import httptools
 from fastgw._native.accesslog cimport AccessLineBuffer
 from fastgw._native.deadlines cimport Deadlines, Timed, cancel_deadline
 from fastgw._native.headers cimport (
-    F_CHUNKED, F_CLOSE, F_LENGTH, F_NONE, HeaderRewrite, MessageInfo, RequestIds,
+    F_CHUNKED, F_CLOSE, F_LENGTH, F_NONE, HEAD_REQUEST_ID, HeaderRewrite, MessageInfo, RequestIds,
     build_request_head, build_response_head, http_version, scan_request, scan_response,
 )
 from fastgw._native.metrics cimport (
@@ -152,7 +152,6 @@ cdef class GatewayCore:
     cdef public double keepalive_timeout
     cdef public WorkerMetrics metrics     # None: metrics off (fastgw/observe/metrics.py)
     cdef public object access_log         # None, or .log(exchange) (fastgw/observe/access_log.py)
-    cdef public bint trace                # W3C traceparent propagation
 
 
 cdef class RoutePlan:
@@ -175,6 +174,9 @@ cdef class RoutePlan:
     cdef public double try_timeout        # response head deadline of one try
     cdef public double connect_timeout    # the route's timeouts.connect, else the cluster's
     cdef public int index                 # route.index: the route's metrics block
+    cdef public int head_flags            # HEAD_* bits (headers.pxd): the request headers the
+                                          # gateway writes (forwarded_headers, request_id and
+                                          # trace_context in fastgw/policy/)
 
 
 cdef class LocalLimit:

@@ -111,10 +111,9 @@ cdef class Exchange(Timed):
 
     cdef void _build_head(self):
         cdef RoutePlan plan = self.plan
-        cdef GatewayCore gateway = self.client.gateway
         cdef bytes head = build_request_head(self.method, self.upstream_target, self.request_headers,
                                              self.info, plan.request_rewrite, self.client.peer_ip,
-                                             self.request_id, plan.default_host, gateway.trace)
+                                             self.request_id, plan.default_host, plan.head_flags)
         self.pending_out[0] = head  # nothing has been written: the slot is still first
         self.pending_bytes += len(head)
         if self.sent is not None:
@@ -122,6 +121,11 @@ cdef class Exchange(Timed):
             self.sent_bytes += len(head)
             if self.sent_bytes > REPLAY_LIMIT:
                 self.sent = None
+
+    cdef bytes _echoed_id(self):
+        """The request id for the client's response head, or None when the
+        route's plan has no request-id policy (policy/request_id.py)."""
+        return self.request_id if self.plan.head_flags & HEAD_REQUEST_ID else None
 
     cdef void reply_locally(self, int status, str code, str message, int keep_alive=-1,
                             bytes extra_headers=b""):
@@ -386,7 +390,7 @@ cdef class Exchange(Timed):
             self.upstream_bad_response(conn, info.error_message)
             return
         self.client.send(build_response_head(
-            status, reason, headers, info, self.plan.response_rewrite, self.request_id,
+            status, reason, headers, info, self.plan.response_rewrite, self._echoed_id(),
             F_NONE, True, False))
 
     cdef void response_head(self, UpstreamConnection conn, int status, bytes reason,
@@ -419,7 +423,7 @@ cdef class Exchange(Timed):
             self.keep_alive = False
             self.response_started = True
             self.client.send(build_response_head(
-                101, reason, headers, info, self.plan.response_rewrite, self.request_id,
+                101, reason, headers, info, self.plan.response_rewrite, self._echoed_id(),
                 F_NONE, False, False))
             return
         if info.chunked:
@@ -441,7 +445,7 @@ cdef class Exchange(Timed):
             self.keep_alive = False
         self.response_started = True
         self.client.send(build_response_head(
-            status, reason, headers, info, self.plan.response_rewrite, self.request_id,
+            status, reason, headers, info, self.plan.response_rewrite, self._echoed_id(),
             framing, self.keep_alive, not self.http11, self.response_extra))
         if framing == F_LENGTH and self.upstream_framing == F_LENGTH:
             # Bytes after this read skip the parser (UpstreamConnection._pass_body).

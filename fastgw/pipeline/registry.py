@@ -7,11 +7,15 @@ the walk-through."""
 from __future__ import annotations
 
 from fastgw.plugins import policy as plugins
-from fastgw.policy import concurrency, header_rewrite, ratelimit, redis_rate_limit, retry, upstream_target
+from fastgw.policy import (concurrency, forwarded_headers, header_rewrite, ratelimit, redis_rate_limit,
+                           request_id, retry, trace_context, upstream_target)
 
 POLICIES = (
     upstream_target.POLICY,     # cluster, timeouts, path rewrite (native)
     header_rewrite.POLICY,      # request_headers / response_headers (native)
+    forwarded_headers.POLICY,   # X-Forwarded-* (native)
+    request_id.POLICY,          # X-Request-ID upstream and back (native)
+    trace_context.POLICY,       # traceparent (native), when tracing.propagate
     plugins.POLICY,             # request_head, access, response_head, log
     ratelimit.POLICY,           # admission: local limits (native stage)
     redis_rate_limit.POLICY,    # admission: Redis limits

@@ -76,7 +76,6 @@ class Gateway(GatewayCore):
         observers = [o for o in (make_access_log(config.observe.access_log, loop),
                                  make_span_export(config.observe.tracing.export)) if o is not None]
         self.access_log = observers[0] if len(observers) == 1 else Observers(observers) if observers else None
-        self.trace = config.observe.tracing.propagate
         self.draining = False
         self.drain_deadline = None
         self._sweeper = loop.call_later(POOL_SWEEP_INTERVAL, self._sweep_pools)

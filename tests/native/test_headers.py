@@ -16,7 +16,7 @@ import re
 import h11
 import pytest
 
-from fastgw._native.headers import (FRAMING_CHUNKED, FRAMING_CLOSE, FRAMING_LENGTH, FRAMING_NONE,
+from fastgw._native.headers import (FORWARDED, REQUEST_ID, TRACE, FRAMING_CHUNKED, FRAMING_CLOSE, FRAMING_LENGTH, FRAMING_NONE,
                                     NO_REWRITE, HeaderRewrite, RequestIds, build_request_head,
                                     build_response_head, http_version, scan_request, scan_response,
                                     status_line)
@@ -1023,6 +1023,65 @@ def test_connection_seen_by_both_scans():
         assert not scan([(b"Host", b"h")], True).connection_seen
         assert scan([(b"Host", b"h"), (b"connection", b"close")], True).connection_seen
         assert scan([(b"Host", b"h"), (b"Proxy-Connection", b"x")], True).connection_seen
+
+
+# --- head flags: what the route's policies let the gateway write ---------------------------
+
+_CLIENT_SENT = [(b"Host", b"api"), (b"X-Forwarded-For", b"203.0.113.1"), (b"X-Forwarded-Proto", b"https"),
+                (b"X-Forwarded-Host", b"edge"), (b"X-Request-ID", b"client-id"),
+                (b"traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")]
+
+
+def _head_with(flags, rewrite=Rewrite(), headers=_CLIENT_SENT):
+    info = scan_request(headers, True)
+    head = build_request_head(b"GET", b"/x", headers, info, rewrite.native(), b"10.0.0.9", b"gw-id",
+                              b"backend", flags)
+    return split_head(head)[1]
+
+
+def test_no_flags_passes_the_client_headers_through_untouched():
+    got = _head_with(0)
+    assert values_of(got, b"x-forwarded-for") == [b"203.0.113.1"]
+    assert values_of(got, b"x-forwarded-proto") == [b"https"]
+    assert values_of(got, b"x-forwarded-host") == [b"edge"]
+    assert values_of(got, b"x-request-id") == [b"client-id"]
+    assert values_of(got, b"traceparent") == [_CLIENT_SENT[-1][1]]
+
+
+def test_each_flag_writes_only_its_own_headers():
+    forwarded = _head_with(FORWARDED)
+    assert values_of(forwarded, b"x-forwarded-for") == [b"203.0.113.1, 10.0.0.9"]
+    assert values_of(forwarded, b"x-forwarded-proto") == [b"http"]
+    assert values_of(forwarded, b"x-forwarded-host") == [b"api"]
+    assert values_of(forwarded, b"x-request-id") == [b"client-id"]
+    request_id = _head_with(REQUEST_ID)
+    assert values_of(request_id, b"x-request-id") == [b"gw-id"]
+    assert values_of(request_id, b"x-forwarded-for") == [b"203.0.113.1"]
+    traced = _head_with(TRACE)
+    [line] = values_of(traced, b"traceparent")
+    assert line.startswith(b"00-4bf92f3577b34da6a3ce929d0e0e4736-") and not line.endswith(b"00f067aa0ba902b7-01")
+    assert values_of(traced, b"x-request-id") == [b"client-id"]
+
+
+def test_without_the_flag_a_route_rule_still_removes_or_sets_the_header():
+    removed = _head_with(0, Rewrite(remove=[b"x-forwarded-for"], set=[(b"x-request-id", b"fixed")]))
+    assert values_of(removed, b"x-forwarded-for") == []
+    assert values_of(removed, b"x-request-id") == [b"fixed"]
+
+
+def test_the_default_flags_are_forwarded_and_request_id():
+    headers = [(b"Host", b"api")]
+    info = scan_request(headers, True)
+    assert build_request_head(b"GET", b"/", headers, info, NO_REWRITE, b"1.2.3.4", b"r", b"h") == \
+        build_request_head(b"GET", b"/", headers, scan_request(headers, True), NO_REWRITE, b"1.2.3.4", b"r", b"h",
+                           FORWARDED | REQUEST_ID)
+
+
+def test_response_head_without_an_id_to_echo():
+    info = scan_response([(b"Content-Length", b"0")], True)
+    head = build_response_head(200, b"OK", [(b"Content-Length", b"0")], info, NO_REWRITE, None, FRAMING_LENGTH,
+                               True)
+    assert b"x-request-id" not in head.lower()
 
 
 # --- heads larger than the builders' stack buffer -----------------------------------------

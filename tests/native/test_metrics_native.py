@@ -10,8 +10,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fastgw._native import metrics as native
-from fastgw._native.headers import MessageInfo, NO_REWRITE, build_request_head, scan_request, trace_id_of, \
-    valid_traceparent
+from fastgw._native.headers import FORWARDED, REQUEST_ID, TRACE as TRACE_FLAG, MessageInfo, NO_REWRITE, build_request_head, \
+    scan_request, trace_id_of, valid_traceparent
 from fastgw._native.metrics import MetricsTable, method_label
 from fastgw.config.model import Cluster, Config, Endpoint, Listener, Route, RouteMatch, ServerSettings
 from fastgw.observe import metrics as observe
@@ -148,14 +148,15 @@ def test_traceparent_validation():
 def test_request_head_carries_one_traceparent():
     headers = [(b"Host", b"h"), (b"TraceParent", b"00-" + TRACE + b"-00f067aa0ba902b7-00"), (b"tracestate", b"a=1")]
     info = scan_request(headers, True)
-    head = build_request_head(b"GET", b"/", headers, info, NO_REWRITE, b"1.2.3.4", b"rid", b"h", True)
+    head = build_request_head(b"GET", b"/", headers, info, NO_REWRITE, b"1.2.3.4", b"rid", b"h",
+                              FORWARDED | REQUEST_ID | TRACE_FLAG)
     lines = [line for line in head.split(b"\r\n") if line.lower().startswith(b"traceparent")]
     assert len(lines) == 1
     assert lines[0].startswith(b"traceparent: 00-" + TRACE + b"-") and lines[0].endswith(b"-00")
     assert info.sent_traceparent == lines[0] + b"\r\n"
     assert info.sent_traceparent[16:48] == TRACE and info.sent_traceparent[49:65] != b"00f067aa0ba902b7"
     assert b"tracestate: a=1\r\n" in head
-    # Without `trace` the head is what it was before trace context existed.
+    # Without TRACE the head is what it was before trace context existed.
     plain = build_request_head(b"GET", b"/", headers, scan_request(headers, True), NO_REWRITE, b"1.2.3.4",
                                b"rid", b"h")
     assert b"TraceParent: 00-" + TRACE + b"-00f067aa0ba902b7-00\r\n" in plain
