@@ -7,13 +7,21 @@ the walk-through."""
 from __future__ import annotations
 
 from fastgw.plugins import policy as plugins
-from fastgw.policy import concurrency, header_rewrite, ratelimit, redis_rate_limit, retry, upstream_target
+from fastgw.policy import (
+    auth, concurrency, consumer_limit, cors, header_rewrite, ip_filter, ratelimit, redis_rate_limit, retry,
+    security_headers, upstream_target,
+)
 
 POLICIES = (
     upstream_target.POLICY,     # cluster, timeouts, path rewrite (native)
     header_rewrite.POLICY,      # request_headers / response_headers (native)
+    security_headers.POLICY,    # response_head: preset headers (into the native response program)
+    ip_filter.POLICY,           # access: allow/deny lists, before anything costs more
+    cors.POLICY,                # access: preflights answered here (they carry no credentials)
+    auth.POLICY,                # access: JWT / API keys, scopes; identity upstream (plugins see it)
     plugins.POLICY,             # request_head, access, response_head, log
     ratelimit.POLICY,           # admission: local limits (native stage)
+    consumer_limit.POLICY,      # admission: limits keyed by the identity auth found
     redis_rate_limit.POLICY,    # admission: Redis limits
     concurrency.POLICY,         # admission: concurrency slots
     retry.POLICY,               # failure: retries (native)

@@ -1,0 +1,202 @@
+"""JWT verification with PyJWT, and the per-worker cache of verified tokens.
+
+`verify(token)` checks, in this order: the header parses and names an
+algorithm the config allows (so `alg: none` and anything unlisted never
+reach a key); a key of that algorithm's family (keys.py: an RSA key can't
+verify an HS token, so the RS/HS confusion has no key to use); then PyJWT
+checks the signature, exp/nbf/iat with the leeway, iss, aud and the
+required claims; then the configured claim values.
+
+The cache maps a SHA-256 of the token to what a request needs (scopes,
+identity, upstream header lines), so a repeated token costs a hash and a
+dict lookup. An entry is never used at or past the token's exp (a token
+without exp is kept at most NO_EXP_TTL); the cache is bounded (oldest
+entry out first). Keying by a hash, not the token, keeps bearer tokens out
+of the worker's long-lived memory.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+
+import jwt
+
+NO_EXP_TTL = 300.0
+MAX_TOKEN_BYTES = 16 * 1024
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+MAX_KEYS_TRIED = 8   # a token without kid is tried against this many keys of its family at most
+
+
+class Rejected(Exception):
+    """A token that is not accepted: `reason` (metrics, access log) and a message."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class UnknownKid(Rejected):
+    def __init__(self):
+        super().__init__("unknown_kid", "the token's key id is not among the issuer's keys")
+
+
+class Verified:
+    __slots__ = ("expires", "consumer", "scopes", "header_pairs", "claims")
+
+    def __init__(self, expires, consumer, scopes, header_pairs, claims):
+        self.expires = expires          # time.time() after which the entry is not used
+        self.consumer = consumer        # the `sub` claim (str) or None
+        self.scopes = scopes            # frozenset of scopes and roles
+        self.header_pairs = header_pairs  # ((name, value), ...) for the upstream request
+        self.claims = claims
+
+
+_ERRORS = (
+    (jwt.ExpiredSignatureError, "expired", "the token has expired"),
+    (jwt.ImmatureSignatureError, "not_yet_valid", "the token is not valid yet"),
+    (jwt.InvalidIssuerError, "wrong_issuer", "the token's issuer is not accepted"),
+    (jwt.InvalidAudienceError, "wrong_audience", "the token's audience is not accepted"),
+    (jwt.MissingRequiredClaimError, "missing_claim", "the token lacks a required claim"),
+    (jwt.InvalidSignatureError, "bad_signature", "the token's signature does not verify"),
+    (jwt.DecodeError, "malformed", "the token is malformed"),
+)
+
+
+def token_digest(token: bytes) -> bytes:
+    return hashlib.sha256(token).digest()
+
+
+class JwtVerifier:
+    def __init__(self, config, keys):
+        """`keys`: a jwks.KeySet or jwks.StaticKeys (`.keys`: kid -> Key);
+        unused with an HMAC secret."""
+        self.config = config
+        self.keys = keys
+        self.cache: dict[bytes, Verified] = {}
+        self.cache_size = config.cache_size
+        self.algorithms = frozenset(config.algorithms)
+        self.options = {"require": list(config.required_claims), "verify_aud": bool(config.audience)}
+        self.audience = list(config.audience) or None
+        self.verified = 0            # signature checks that passed (cache misses)
+
+    def cached(self, digest: bytes, now: float) -> Verified | None:
+        entry = self.cache.get(digest)
+        if entry is None:
+            return None
+        if now >= entry.expires:
+            del self.cache[digest]
+            return None
+        return entry
+
+    def verify(self, token: bytes, digest: bytes, now: float) -> Verified:
+        """Raises Rejected (UnknownKid when a refetch of the keys may help)."""
+        cfg = self.config
+        if len(token) > MAX_TOKEN_BYTES:
+            raise Rejected("malformed", "the token is too large")
+        try:
+            text = token.decode("ascii")
+            header = jwt.get_unverified_header(text)
+        except (UnicodeDecodeError, jwt.DecodeError):
+            raise Rejected("malformed", "the token is malformed") from None
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self.algorithms:
+            raise Rejected("algorithm_not_allowed", f"tokens signed with {str(alg)[:16]!r} are not accepted")
+        claims = None
+        for key in self._keys_for(header, alg):
+            try:
+                claims = jwt.decode(text, key, algorithms=[alg], audience=self.audience, issuer=cfg.issuer,
+                                    leeway=cfg.leeway, options=self.options)
+                break
+            except jwt.InvalidSignatureError:
+                if "kid" in header:
+                    raise Rejected("bad_signature", "the token's signature does not verify") from None
+                continue  # without kid: the next key of the family may be the one
+            except jwt.PyJWTError as err:
+                raise _rejection(err) from None
+        if claims is None:
+            raise Rejected("bad_signature", "the token's signature does not verify")
+        for name, value in cfg.claim_values:
+            if str(claims.get(name)) != value:
+                raise Rejected("claim_mismatch", f"the token's {name!r} claim does not have the required value")
+        self.verified += 1
+        entry = self._entry(claims, now)
+        if self.cache_size and entry.expires > now:
+            if len(self.cache) >= self.cache_size:
+                self.cache.pop(next(iter(self.cache)))
+            self.cache[digest] = entry
+        return entry
+
+    def _keys_for(self, header: dict, alg: str):
+        if self.config.secret is not None:
+            return (self.config.secret,)
+        keys = self.keys.keys
+        kid = header.get("kid")
+        if kid is not None:
+            key = keys.get(kid) if isinstance(kid, str) else None
+            if key is None:
+                key = keys.get(None)  # a PEM key has no id: it verifies any kid of its family
+            if key is None:
+                raise UnknownKid()
+            if alg not in key.algorithms:
+                raise Rejected("algorithm_not_allowed", f"the key {kid!r} does not verify {alg} tokens")
+            return (key.key,)
+        usable = [key.key for key in keys.values() if alg in key.algorithms][:MAX_KEYS_TRIED]
+        if not usable:
+            raise UnknownKid() if not keys else Rejected("bad_signature", f"no key verifies {alg} tokens")
+        return usable
+
+    def _entry(self, claims: dict, now: float) -> Verified:
+        cfg = self.config
+        exp = claims.get("exp")
+        expires = float(exp) if isinstance(exp, (int, float)) else now + NO_EXP_TTL
+        scopes = set()
+        for name in ("scope", "scp"):
+            scopes.update(_words(claims.get(name)))
+        if cfg.roles_claim is not None:
+            scopes.update(_words(claims.get(cfg.roles_claim)))
+        pairs = []
+        for claim, header in cfg.claims_to_headers:
+            value = _header_value(claims.get(claim))
+            if value is not None:
+                pairs.append((header, value))
+        sub = claims.get("sub")
+        return Verified(expires, sub if isinstance(sub, str) and sub else None, frozenset(scopes),
+                        tuple(pairs), claims)
+
+
+def _rejection(err: Exception) -> Rejected:
+    for kind, reason, message in _ERRORS:
+        if isinstance(err, kind):
+            return Rejected(reason, message)
+    return Rejected("invalid", "the token is not valid")
+
+
+def _words(value) -> list[str]:
+    if isinstance(value, str):
+        return value.split()
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, str)]
+    return []
+
+
+def _header_value(value) -> bytes | None:
+    """A claim as a header value; None when it can't be one (an object, or
+    text with control characters a client could use to split headers)."""
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    elif isinstance(value, (int, float)):
+        value = str(value)
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        value = ",".join(value)
+    if not isinstance(value, str):
+        return None
+    raw = value.encode("utf-8")
+    if _BAD_VALUE.search(raw) or len(raw) > 4096:
+        return None
+    return raw
+
+
+def now() -> float:
+    return time.time()

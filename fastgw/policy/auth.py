@@ -1,0 +1,260 @@
+"""Authentication and authorization as a stage of phase access.
+
+A route's `auth` (its own, or the top-level default) becomes one AuthStage.
+Per request it finds the credential, judges it, and on success sends the
+identity upstream; on failure it answers without the upstream:
+
+    401 invalid_token        no credential, or one that is not valid
+                             (WWW-Authenticate: Bearer error="invalid_token")
+    403 insufficient_scope   a valid credential without the required scopes
+    503 auth_unavailable     a JWT route whose JWKS was never fetched (never 500)
+
+Which credential: with api_keys configured, a request carrying the key
+header is judged by its key; any other request by its JWT (when jwt is
+configured), else 401.
+
+Forged identity: every header the route fills from claims (claims_to_headers)
+is removed from the client's request first, whether or not the token sets it;
+the API key header itself never goes upstream.
+
+A JWT whose key id is unknown asks the key set for one refetch (at most once
+per kid_refetch_interval) and waits for it (WAIT, then
+exchange.admission_done); the first requests after a worker starts wait for
+its first JWKS fetch the same way.
+
+Counting: `counts[(result, reason)]`, plain ints that observe/auth_metrics.py
+copies to fastgw_auth_decisions_total once a second; the reason goes to the
+access log as `auth` (and the consumer as `consumer`), the token never does.
+"""
+from __future__ import annotations
+
+import time
+
+from fastgw._native.errors import ProxyError
+from fastgw._native.proxy import WAIT
+from fastgw.auth.api_keys import KeyStore
+from fastgw.auth.jwks import KeySet, StaticKeys
+from fastgw.pipeline.phases import Phase
+
+try:  # PyJWT is the optional `auth` extra: without it no `jwt` section passes config load
+    from fastgw.auth.jwt_verify import JwtVerifier, Rejected, UnknownKid, token_digest
+    from fastgw.auth.keys import load_key_file
+except ImportError:  # pragma: no cover - only without the extra
+    JwtVerifier = Rejected = UnknownKid = token_digest = load_key_file = None
+
+ALLOW_REASONS = ("jwt", "api_key")
+DENY_REASONS = ("missing", "malformed", "algorithm_not_allowed", "unknown_kid", "bad_signature", "expired",
+                "not_yet_valid", "wrong_issuer", "wrong_audience", "missing_claim", "claim_mismatch", "invalid",
+                "unknown_key", "key_disabled", "key_expired", "insufficient_scope", "jwks_unavailable")
+# Identity log fields a consumer-keyed rate limit reads (policy/consumer_limit.py).
+CONSUMER_FIELD = "consumer"
+API_KEY_FIELD = "api_key"
+
+
+def _bearer(value: bytes) -> bytes | None:
+    if len(value) > 7 and value[:7].lower() == b"bearer ":
+        token = value[7:].strip()
+        return token or None
+    return None
+
+
+def _cookie(value: bytes, name: bytes) -> bytes | None:
+    for part in value.split(b";"):
+        key, _, val = part.strip().partition(b"=")
+        if key == name:
+            return val.strip(b'"') or None
+    return None
+
+
+def _query(query: bytes, name: bytes) -> bytes | None:
+    for part in query.lstrip(b"?").split(b"&"):
+        key, _, val = part.partition(b"=")
+        if key == name:
+            return val or None  # JWTs are URL-safe base64 and dots: nothing to unquote
+    return None
+
+
+class AuthStage:
+    """One route's authentication (verifier and key store may be shared by
+    routes with the same settings)."""
+
+    def __init__(self, route_name: str, auth, verifier, keystore):
+        self.route = route_name
+        self.auth = auth
+        self.verifier = verifier
+        self.keystore = keystore
+        jwt = auth.jwt
+        self.token_kind = jwt.token.kind if jwt else None
+        self.token_name = jwt.token.name.encode() if jwt else b""
+        self.key_header = auth.api_keys.header if auth.api_keys else None
+        strip = {name for _, name in (jwt.claims_to_headers if jwt else ())}
+        if self.key_header is not None:
+            strip.add(self.key_header)
+        self.strip = frozenset(strip)
+        self.required = frozenset(auth.scopes)
+        self.any_scope = auth.scopes_mode == "any"
+        scheme = b"Bearer" if jwt else b"ApiKey"
+        self.challenge = b'WWW-Authenticate: %s realm="fastgw", error="invalid_token"\r\n' % scheme
+        self.scope_challenge = (b'WWW-Authenticate: %s realm="fastgw", error="insufficient_scope", scope="%s"\r\n'
+                                % (scheme, " ".join(auth.scopes).encode()))
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def __repr__(self):
+        return f"AuthStage({self.route!r})"
+
+    # -- the request path ------------------------------------------------------
+    def admit(self, ex):
+        headers = ex.request_headers
+        token = key = None
+        forged = False
+        kind, name, key_header, strip = self.token_kind, self.token_name, self.key_header, self.strip
+        for hname, value in headers:
+            lname = hname.lower()
+            if lname in strip:
+                forged = True
+                if lname == key_header:
+                    key = value
+            elif kind == "bearer" and lname == b"authorization":
+                token = _bearer(value)
+            elif kind == "header" and lname == name:
+                token = value.strip() or None
+            elif kind == "cookie" and lname == b"cookie" and token is None:
+                token = _cookie(value, name)
+        if kind == "query" and ex.query:
+            token = _query(ex.query, name)
+        if forged:
+            headers[:] = [pair for pair in headers if pair[0].lower() not in strip]
+        now = time.time()
+        if key is not None and self.keystore is not None:
+            return self._api_key(ex, key.strip(), now)
+        if token is None or self.verifier is None:
+            return self._deny(ex, "missing", "no credential was sent")
+        verifier = self.verifier
+        digest = token_digest(token)
+        entry = verifier.cached(digest, now)
+        if entry is None:
+            return self._verify(ex, token, digest, now, retry=True)
+        return self._allow_jwt(ex, entry)
+
+    def _verify(self, ex, token, digest, now, retry):
+        verifier = self.verifier
+        keys = verifier.keys
+        if verifier.config.secret is None and not keys.loaded:
+            pending = keys.pending()
+            if pending is None or not retry:
+                self._count("denied", "jwks_unavailable", ex)
+                return ProxyError(503, "auth_unavailable", "the token issuer's keys could not be fetched yet",
+                                  b"Retry-After: 1\r\n")
+            return self._wait(ex, pending, token, digest)
+        try:
+            entry = verifier.verify(token, digest, now)
+        except UnknownKid as err:
+            refetch = keys.refetch_for_kid() if retry else None
+            if refetch is None:
+                return self._deny(ex, err.reason, err.message)
+            return self._wait(ex, refetch, token, digest)
+        except Rejected as err:
+            return self._deny(ex, err.reason, err.message)
+        return self._allow_jwt(ex, entry)
+
+    def _wait(self, ex, task, token, digest):
+        def done(_task):
+            if ex.finished:
+                return
+            try:
+                verdict = self._verify(ex, token, digest, time.time(), retry=False)
+            except Exception as err:  # a bug here fails this request, never the loop
+                ex.client.gateway.log_internal_error("auth", err)
+                verdict = ProxyError(500, "internal_error", "internal error in auth")
+            ex.admission_done(verdict)
+        task.add_done_callback(done)
+        return WAIT
+
+    def _allow_jwt(self, ex, entry):
+        if self.required and not self._has_scopes(entry.scopes):
+            return self._forbid(ex, "jwt")
+        if entry.header_pairs:
+            ex.request_headers.extend(entry.header_pairs)
+        self._count("allowed", "jwt", ex, entry.consumer)
+        return None
+
+    def _api_key(self, ex, presented, now):
+        key, reason = self.keystore.lookup(presented, now)
+        if key is None:
+            return self._deny(ex, reason, "the API key is not valid")
+        if self.required and not self._has_scopes(key.scopes):
+            return self._forbid(ex, "api_key")
+        self._count("allowed", "api_key", ex, key.consumer, key.id)
+        return None
+
+    def _has_scopes(self, scopes) -> bool:
+        if self.any_scope:
+            return not self.required.isdisjoint(scopes)
+        return self.required <= scopes
+
+    def _deny(self, ex, reason, message):
+        self._count("denied", reason, ex)
+        return ProxyError(401, "invalid_token", message, self.challenge)
+
+    def _forbid(self, ex, via):
+        self._count("denied", "insufficient_scope", ex)
+        want = "all" if not self.any_scope else "one"
+        return ProxyError(403, "insufficient_scope",
+                          f"the credential lacks {want} of the scopes {' '.join(self.auth.scopes)}",
+                          self.scope_challenge)
+
+    def _count(self, result, reason, ex, consumer=None, key_id=None) -> None:
+        counts = self.counts
+        counts[(result, reason)] = counts.get((result, reason), 0) + 1
+        fields = ex.log_fields
+        if fields is None:
+            ex.log_fields = fields = {}
+        fields["auth"] = reason
+        if consumer is not None:
+            fields[CONSUMER_FIELD] = consumer
+        if key_id is not None:
+            fields[API_KEY_FIELD] = key_id
+
+
+class AuthPolicy:
+    name = "auth"
+    phases = (Phase.ACCESS,)
+
+    def prepare(self, gateway) -> None:
+        gateway.auth_key_sets = {}    # JwtAuth with a jwks_url -> its KeySet (fetches once the loop runs)
+        gateway.auth_stages = []      # for the metrics (observe/auth_metrics.py)
+        self._verifiers = {}
+        self._stores = {}
+
+    def install(self, builder, route) -> None:
+        auth = route.auth
+        if auth is None or (auth.jwt is None and auth.api_keys is None):
+            return
+        gateway = builder.gateway
+        verifier = self._verifier(gateway, auth.jwt) if auth.jwt is not None else None
+        store = None
+        if auth.api_keys is not None:
+            store = self._stores.get(auth.api_keys)
+            if store is None:
+                store = self._stores[auth.api_keys] = KeyStore(auth.api_keys.keys)
+        stage = AuthStage(route.name, auth, verifier, store)
+        gateway.auth_stages.append(stage)
+        builder.add_stage(Phase.ACCESS, stage)
+
+    def _verifier(self, gateway, jwt):
+        verifier = self._verifiers.get(jwt)
+        if verifier is not None:
+            return verifier
+        if jwt.jwks_url is not None:
+            keys = gateway.auth_key_sets.get(jwt)
+            if keys is None:
+                keys = gateway.auth_key_sets[jwt] = KeySet(jwt, gateway.loop)
+        elif jwt.keys_file is not None:
+            keys = StaticKeys(load_key_file(jwt.keys_file))
+        else:
+            keys = StaticKeys({})
+        verifier = self._verifiers[jwt] = JwtVerifier(jwt, keys)
+        return verifier
+
+
+POLICY = AuthPolicy()
