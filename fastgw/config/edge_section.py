@@ -85,7 +85,9 @@ def _parse_methods(value: object) -> tuple[str, ...]:
 def _parse_header_names(value: object) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise Invalid(f"expected a list of header names, got {describe(value)}", "e.g. [Content-Type, X-Trace]")
-    return tuple(dict.fromkeys(parse_header_name(v).decode() for v in value))
+    for name in value:
+        parse_header_name(name)  # validates; the name is kept as written (browsers read it case-blind)
+    return tuple(dict.fromkeys(value))
 
 
 def _parse_bool(value: object) -> bool:

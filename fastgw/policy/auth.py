@@ -182,7 +182,7 @@ class AuthStage:
         key, reason = self.keystore.lookup(presented, now)
         if key is None:
             return self._deny(ex, reason, "the API key is not valid")
-        if self.required and not self._has_scopes(key.scopes):
+        if self.required and not self._has_scopes(frozenset(key.scopes)):
             return self._forbid(ex, "api_key")
         self._count("allowed", "api_key", ex, key.consumer, key.id)
         return None
