@@ -33,6 +33,7 @@ class KeySet:
         self.config = config
         self.loop = loop
         self.keys: dict = {}              # kid -> keys.Key; replaced whole by a good fetch
+        self.version = 0                  # +1 whenever the set of keys changes (verifiers drop their caches)
         self.loaded = False               # had keys once
         self.stale = False                # the last fetch failed
         self.last_error: str | None = None
@@ -44,6 +45,7 @@ class KeySet:
         self._timer = None
         self._last_kid_refetch = float("-inf")
         self._closed = False
+        self._body = None                 # the last good document
         # First fetch as soon as the worker's loop runs (requests before it
         # ends wait for it: policy/auth.py).
         self._timer = loop.call_soon(self.fetch_now)
@@ -102,6 +104,9 @@ class KeySet:
         else:
             if self.stale:
                 log.info("JWKS %s: fetched again (%d keys)", self.url, len(keys))
+            if body != self._body:
+                self.version += 1
+                self._body = body
             self.keys, self.loaded, self.stale, self.last_error = keys, True, False, None
             self.last_success = time.time()
             self.fetches_ok += 1
@@ -130,6 +135,7 @@ class StaticKeys:
     """keys_file's keys (read at config load, so a reload re-reads them)."""
     loaded = True
     stale = False
+    version = 0
 
     def __init__(self, keys: dict):
         self.keys = keys

@@ -7,6 +7,9 @@ verify an HS token, so the RS/HS confusion has no key to use); then PyJWT
 checks the signature, exp/nbf/iat with the leeway, iss, aud and the
 required claims; then the configured claim values.
 
+When the key set changes (a rotation fetched, a key withdrawn) the cache
+is emptied: a token must not outlive the key that signed it.
+
 The cache maps a SHA-256 of the token to what a request needs (scopes,
 identity, upstream header lines), so a repeated token costs a hash and a
 dict lookup. An entry is never used at or past the token's exp (a token
@@ -80,8 +83,15 @@ class JwtVerifier:
         self.options = {"require": list(config.required_claims), "verify_aud": bool(config.audience)}
         self.audience = list(config.audience) or None
         self.verified = 0            # signature checks that passed (cache misses)
+        self.keys_version = keys.version
 
     def cached(self, digest: bytes, now: float) -> Verified | None:
+        if self.keys.version != self.keys_version:
+            # The issuer's keys changed: a token verified with a key it no
+            # longer publishes must not outlive that key here.
+            self.cache.clear()
+            self.keys_version = self.keys.version
+            return None
         entry = self.cache.get(digest)
         if entry is None:
             return None

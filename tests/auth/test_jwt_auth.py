@@ -172,6 +172,12 @@ def test_jwks_down_later_keeps_the_last_good_keys(upstream, issuer, gateway_fact
                                  reason="unknown_kid") >= 1
         return True
     assert wait_until(lambda: _passes(stale), 10), scrape(gw, dump)
+    health = http_request(gw.admin_port, "GET", "/health")
+    assert health.status == 200, health.describe()   # degraded, still serving
+    [jwks] = [c for c in health.json()["components"] if c["kind"] == "jwks"]
+    assert jwks["name"] == issuer.url and jwks["state"] == "degraded" and jwks["keys"] == 1
+    assert "503" in jwks["error"]
+    assert health.json()["status"] == "degraded"
 
 
 def _passes(check) -> bool:
@@ -189,8 +195,12 @@ def test_jwks_down_at_start_answers_503_then_serves_once_it_is_up(upstream, issu
     resp = get(gw, "/api/a", bearer(token))
     err = assert_gateway_error(resp, 503, "auth_unavailable")
     assert "keys" in err["message"]
+    [jwks] = [c for c in http_request(gw.admin_port, "GET", "/health").json()["components"] if c["kind"] == "jwks"]
+    assert jwks["state"] == "unhealthy" and jwks["keys"] == 0
     issuer.down = False
     assert wait_until(lambda: get(gw, "/api/b", bearer(token)).status == 200, 10)
+    [jwks] = [c for c in http_request(gw.admin_port, "GET", "/health").json()["components"] if c["kind"] == "jwks"]
+    assert jwks["state"] == "healthy"
 
 
 @pytest.mark.timeout(60)
@@ -270,3 +280,84 @@ def test_keys_file_pem_and_jwks(upstream, issuer, gateway_factory, tmp_path):
     other = issuer.rotate()
     assert_401(get(gw, "/pem/b", bearer(issuer.token(other))))
     assert_401(get(gw, "/jwks/b", bearer(issuer.token(other))))
+
+
+@pytest.mark.timeout(60)
+def test_a_withdrawn_key_stops_verifying_even_cached_tokens(upstream, issuer, gateway_factory):
+    gw = gateway_factory(config_for(upstream, issuer, jwt_extra={"kid_refetch_interval": "100ms"}))
+    old = issuer.token()
+    assert get(gw, "/api/a", bearer(old)).status == 200       # verified and cached
+    new_key = issuer.rotate()
+    issuer.drop("k1")                                         # the issuer withdraws the old key
+    time.sleep(0.15)
+    assert get(gw, "/api/b", bearer(issuer.token(new_key))).status == 200   # unknown kid: refetched
+    assert_401(get(gw, "/api/c", bearer(old)))                # the cached token went with its key
+
+
+@pytest.mark.timeout(60)
+def test_required_claim_values_and_an_hs_secret_from_the_environment(upstream, gateway_factory, monkeypatch):
+    secret = "e" * 48
+    monkeypatch.setenv("FGW_TEST_JWT_SECRET", secret)
+    gw = gateway_factory({
+        "clusters": {"app": cluster(upstream.url)},
+        "routes": [route("hs", "app", prefix="/", auth={"jwt": {
+            "secret_env": "FGW_TEST_JWT_SECRET", "algorithms": ["HS384"], "claims": {"tenant": "acme"},
+            "cache_size": 0}})],
+    })
+    exp = int(time.time()) + 60
+    good = pyjwt.encode({"tenant": "acme", "exp": exp}, secret, algorithm="HS384")
+    other = pyjwt.encode({"tenant": "globex", "exp": exp}, secret, algorithm="HS384")
+    hs256 = pyjwt.encode({"tenant": "acme", "exp": exp}, secret, algorithm="HS256")
+    assert get(gw, "/a", bearer(good)).status == 200
+    assert get(gw, "/a", bearer(good)).status == 200          # cache_size 0: verified again, same answer
+    assert_401(get(gw, "/b", bearer(other)))
+    assert_401(get(gw, "/c", bearer(hs256)))                  # only the configured algorithm
+
+
+@pytest.mark.timeout(60)
+def test_refresh_follows_the_cache_lifetime_within_its_bounds(upstream, gateway_factory):
+    from issuer import Issuer
+    no_age, long_age = Issuer(max_age=None).start(), Issuer(max_age=3600).start()
+    try:
+        gw = gateway_factory({
+            "clusters": {"app": cluster(upstream.url)},
+            "routes": [
+                route("a", "app", prefix="/a/", auth={"jwt": {"jwks_url": no_age.url, "jwks_refresh": "300ms",
+                                                               "jwks_min_refresh": "100ms"}}),
+                route("b", "app", prefix="/b/", auth={"jwt": {"jwks_url": long_age.url,
+                                                               "jwks_max_refresh": "300ms",
+                                                               "jwks_min_refresh": "100ms"}}),
+            ],
+        })
+        assert get(gw, "/a/x", bearer(no_age.token(aud=None, omit=("aud",)))).status in (200, 503)
+        # No max-age: every jwks_refresh; max-age 3600 lowered to jwks_max_refresh.
+        assert wait_until(lambda: no_age.fetches >= 4 and long_age.fetches >= 4, 10), \
+            (no_age.fetches, long_age.fetches)
+        assert no_age.fetches < 40 and long_age.fetches < 40   # bounded, not a busy loop
+    finally:
+        no_age.stop()
+        long_age.stop()
+
+
+@pytest.mark.timeout(60)
+def test_a_jwks_that_never_answers_is_given_up_after_jwks_timeout(upstream, gateway_factory):
+    import socket
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)                       # accepts (the kernel does), never answers
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}/jwks.json"
+    try:
+        gw = gateway_factory({
+            "clusters": {"app": cluster(upstream.url)},
+            "routes": [route("a", "app", prefix="/", auth={"jwt": {"jwks_url": url, "jwks_timeout": "300ms",
+                                                                    "jwks_min_refresh": "5s"}})],
+        })
+        started = time.monotonic()
+        resp = http_request(gw.port, "GET", "/x", [("Authorization", "Bearer a.b.c")], timeout=10)
+        assert resp.status in (401, 503), resp.describe()
+        assert time.monotonic() - started < 5
+        assert wait_until(lambda: "no answer within 0.3s" in (
+            [c for c in http_request(gw.admin_port, "GET", "/health").json()["components"]
+             if c["kind"] == "jwks"][0].get("error") or ""), 5)
+    finally:
+        silent.close()
