@@ -62,10 +62,10 @@ def auth_samplers(metrics, gateway, counter):
     samplers = []
     for stage in getattr(gateway, "auth_stages", ()):
         for reason in ALLOW_REASONS:
-            counter("fastgw_auth_decisions_total", lambda s=stage, r=reason: s.counts.get(("allowed", r), 0),
+            counter("fastgw_auth_decisions_total", lambda s=stage, r=reason: s.count("allowed", r),
                     route=stage.route, result="allowed", reason=reason)
         for reason in DENY_REASONS:
-            counter("fastgw_auth_decisions_total", lambda s=stage, r=reason: s.counts.get(("denied", r), 0),
+            counter("fastgw_auth_decisions_total", lambda s=stage, r=reason: s.count("denied", r),
                     route=stage.route, result="denied", reason=reason)
     for plan in gateway.plans:
         for stage in (plan.stages or ()) if plan is not None else ():

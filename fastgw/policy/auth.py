@@ -22,8 +22,8 @@ per kid_refetch_interval) and waits for it (WAIT, then
 exchange.admission_done); the first requests after a worker starts wait for
 its first JWKS fetch the same way.
 
-Counting: `counts[(result, reason)]`, plain ints that observe/auth_metrics.py
-copies to fastgw_auth_decisions_total once a second; the reason goes to the
+Counting: plain ints (`allowed_jwt`, `allowed_api_key`, `denied[reason]`,
+read through `count()`) that observe/auth_metrics.py copies to fastgw_auth_decisions_total once a second; the reason goes to the
 access log as `auth` (and the consumer as `consumer`), the token never does.
 """
 from __future__ import annotations
@@ -37,10 +37,10 @@ from fastgw.auth.jwks import KeySet, StaticKeys
 from fastgw.pipeline.phases import Phase
 
 try:  # PyJWT is the optional `auth` extra: without it no `jwt` section passes config load
-    from fastgw.auth.jwt_verify import JwtVerifier, Rejected, UnknownKid, token_digest
+    from fastgw.auth.jwt_verify import JwtVerifier, Rejected, UnknownKid
     from fastgw.auth.keys import load_key_file
 except ImportError:  # pragma: no cover - only without the extra
-    JwtVerifier = Rejected = UnknownKid = token_digest = load_key_file = None
+    JwtVerifier = Rejected = UnknownKid = load_key_file = None
 
 ALLOW_REASONS = ("jwt", "api_key")
 DENY_REASONS = ("missing", "malformed", "algorithm_not_allowed", "unknown_kid", "bad_signature", "expired",
@@ -48,6 +48,8 @@ DENY_REASONS = ("missing", "malformed", "algorithm_not_allowed", "unknown_kid", 
                 "unknown_key", "key_disabled", "key_expired", "insufficient_scope", "jwks_unavailable")
 # Identity log fields a consumer-keyed rate limit reads (policy/consumer_limit.py).
 CONSUMER_FIELD = "consumer"
+_BEARER, _STRIP, _KEY, _TOKEN_HEADER, _COOKIE = range(1, 6)
+_time = time.time
 API_KEY_FIELD = "api_key"
 
 
@@ -78,7 +80,7 @@ class AuthStage:
     """One route's authentication (verifier and key store may be shared by
     routes with the same settings)."""
 
-    def __init__(self, route_name: str, auth, verifier, keystore):
+    def __init__(self, route_name: str, auth, verifier, keystore, log_identity: bool = True):
         self.route = route_name
         self.auth = auth
         self.verifier = verifier
@@ -97,7 +99,30 @@ class AuthStage:
         self.challenge = b'WWW-Authenticate: %s realm="fastgw", error="invalid_token"\r\n' % scheme
         self.scope_challenge = (b'WWW-Authenticate: %s realm="fastgw", error="insufficient_scope", scope="%s"\r\n'
                                 % (scheme, " ".join(auth.scopes).encode()))
-        self.counts: dict[tuple[str, str], int] = {}
+        # Header name (lower-case) -> what it is to this stage; names are
+        # first filtered by length (one set test per header of the request).
+        watch = dict.fromkeys(self.strip, _STRIP)
+        if self.key_header is not None:
+            watch[self.key_header] = _KEY
+        if self.token_kind == "bearer":
+            watch[b"authorization"] = _BEARER
+        elif self.token_kind == "header":
+            watch[self.token_name] = _TOKEN_HEADER
+        elif self.token_kind == "cookie":
+            watch[b"cookie"] = _COOKIE
+        self.watch = watch
+        self.lengths = frozenset(len(name) for name in watch)
+        # The access log and identity limits read the identity; else it is not written.
+        self.log_identity = log_identity
+        self.allowed_jwt = 0
+        self.allowed_api_key = 0
+        self.denied: dict[str, int] = {}
+
+    def count(self, result: str, reason: str) -> int:
+        """For the metrics sampler."""
+        if result == "allowed":
+            return self.allowed_jwt if reason == "jwt" else self.allowed_api_key
+        return self.denied.get(reason, 0)
 
     def __repr__(self):
         return f"AuthStage({self.route!r})"
@@ -107,36 +132,49 @@ class AuthStage:
         headers = ex.request_headers
         token = key = None
         forged = False
-        kind, name, key_header, strip = self.token_kind, self.token_name, self.key_header, self.strip
+        lengths, watch = self.lengths, self.watch
         for hname, value in headers:
-            lname = hname.lower()
-            if lname in strip:
-                forged = True
-                if lname == key_header:
+            # Most headers are passed over on their name's length alone.
+            if len(hname) in lengths:
+                role = watch.get(hname.lower())
+                if role is None:
+                    continue
+                if role == _BEARER:
+                    token = _bearer(value)
+                elif role == _STRIP:
+                    forged = True
+                elif role == _KEY:
+                    forged = True
                     key = value
-            elif kind == "bearer" and lname == b"authorization":
-                token = _bearer(value)
-            elif kind == "header" and lname == name:
-                token = value.strip() or None
-            elif kind == "cookie" and lname == b"cookie" and token is None:
-                token = _cookie(value, name)
-        if kind == "query" and ex.query:
-            token = _query(ex.query, name)
+                elif role == _TOKEN_HEADER:
+                    token = value.strip() or None
+                elif token is None:  # _COOKIE
+                    token = _cookie(value, self.token_name)
+        if self.token_kind == "query" and ex.query:
+            token = _query(ex.query, self.token_name)
         if forged:
+            strip = self.strip
             headers[:] = [pair for pair in headers if pair[0].lower() not in strip]
-        now = time.time()
+        now = _time()
         if key is not None and self.keystore is not None:
             return self._api_key(ex, key.strip(), now)
-        if token is None or self.verifier is None:
-            return self._deny(ex, "missing", "no credential was sent")
         verifier = self.verifier
-        digest = token_digest(token)
-        entry = verifier.cached(digest, now)
-        if entry is None:
-            return self._verify(ex, token, digest, now, retry=True)
-        return self._allow_jwt(ex, entry)
+        if token is None or verifier is None:
+            return self._deny(ex, "missing", "no credential was sent")
+        # A repeated token: one dict lookup (verifier.cached, inlined).
+        entry = verifier.cache.get(token)
+        if entry is None or now >= entry.expires or verifier.keys.version != verifier.keys_version:
+            return self._verify(ex, token, now, retry=True)
+        if self.required and not self._has_scopes(entry.scopes):
+            return self._forbid(ex, "jwt")
+        if entry.header_pairs:
+            headers.extend(entry.header_pairs)
+        self.allowed_jwt += 1
+        if self.log_identity:
+            self._log(ex, "jwt", entry.consumer)
+        return None
 
-    def _verify(self, ex, token, digest, now, retry):
+    def _verify(self, ex, token, now, retry):
         verifier = self.verifier
         keys = verifier.keys
         if verifier.config.secret is None and not keys.loaded:
@@ -145,24 +183,24 @@ class AuthStage:
                 self._count("denied", "jwks_unavailable", ex)
                 return ProxyError(503, "auth_unavailable", "the token issuer's keys could not be fetched yet",
                                   b"Retry-After: 1\r\n")
-            return self._wait(ex, pending, token, digest)
+            return self._wait(ex, pending, token)
         try:
-            entry = verifier.verify(token, digest, now)
+            entry = verifier.verify(token, now)
         except UnknownKid as err:
             refetch = keys.refetch_for_kid() if retry else None
             if refetch is None:
                 return self._deny(ex, err.reason, err.message)
-            return self._wait(ex, refetch, token, digest)
+            return self._wait(ex, refetch, token)
         except Rejected as err:
             return self._deny(ex, err.reason, err.message)
         return self._allow_jwt(ex, entry)
 
-    def _wait(self, ex, task, token, digest):
+    def _wait(self, ex, task, token):
         def done(_task):
             if ex.finished:
                 return
             try:
-                verdict = self._verify(ex, token, digest, time.time(), retry=False)
+                verdict = self._verify(ex, token, _time(), retry=False)
             except Exception as err:  # a bug here fails this request, never the loop
                 ex.client.gateway.log_internal_error("auth", err)
                 verdict = ProxyError(500, "internal_error", "internal error in auth")
@@ -175,7 +213,9 @@ class AuthStage:
             return self._forbid(ex, "jwt")
         if entry.header_pairs:
             ex.request_headers.extend(entry.header_pairs)
-        self._count("allowed", "jwt", ex, entry.consumer)
+        self.allowed_jwt += 1
+        if self.log_identity:
+            self._log(ex, "jwt", entry.consumer)
         return None
 
     def _api_key(self, ex, presented, now):
@@ -184,7 +224,9 @@ class AuthStage:
             return self._deny(ex, reason, "the API key is not valid")
         if self.required and not self._has_scopes(frozenset(key.scopes)):
             return self._forbid(ex, "api_key")
-        self._count("allowed", "api_key", ex, key.consumer, key.id)
+        self.allowed_api_key += 1
+        if self.log_identity:
+            self._log(ex, "api_key", key.consumer, key.id)
         return None
 
     def _has_scopes(self, scopes) -> bool:
@@ -203,9 +245,13 @@ class AuthStage:
                           f"the credential lacks {want} of the scopes {' '.join(self.auth.scopes)}",
                           self.scope_challenge)
 
-    def _count(self, result, reason, ex, consumer=None, key_id=None) -> None:
-        counts = self.counts
-        counts[(result, reason)] = counts.get((result, reason), 0) + 1
+    def _count(self, result, reason, ex) -> None:
+        """A denial (allowed requests count in plain attributes, cheaper)."""
+        self.denied[reason] = self.denied.get(reason, 0) + 1
+        self._log(ex, reason)
+
+    @staticmethod
+    def _log(ex, reason, consumer=None, key_id=None) -> None:
         fields = ex.log_fields
         if fields is None:
             ex.log_fields = fields = {}
@@ -237,7 +283,9 @@ class AuthPolicy:
             store = self._stores.get(auth.api_keys)
             if store is None:
                 store = self._stores[auth.api_keys] = KeyStore(auth.api_keys.keys)
-        stage = AuthStage(route.name, auth, verifier, store)
+        identity_limits = any("consumer" in limit.key or "api_key" in limit.key for limit in route.rate_limits)
+        log_identity = identity_limits or gateway.config.observe.access_log.enabled
+        stage = AuthStage(route.name, auth, verifier, store, log_identity)
         gateway.auth_stages.append(stage)
         builder.add_stage(Phase.ACCESS, stage)
 

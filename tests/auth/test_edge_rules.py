@@ -126,6 +126,9 @@ def test_security_headers_preset_global_route_override_and_opt_out(upstream, gat
             route("framed", "app", prefix="/framed/",
                   security_headers={"preset": "default", "frame_options": "SAMEORIGIN", "csp": ""}),
             route("raw", "app", prefix="/raw/", security_headers=False),
+            route("own", "app", prefix="/own/", security_headers={
+                "preset": "none", "hsts": "max-age=60", "content_type_options": "nosniff",
+                "referrer_policy": "same-origin"}, response_headers={"set": {"Referrer-Policy": "origin"}}),
             route("open", "app", prefix="/"),
         ],
     })
@@ -141,3 +144,8 @@ def test_security_headers_preset_global_route_override_and_opt_out(upstream, gat
     assert framed.header("x-content-type-options") == "nosniff"
     raw = http_request(gw.port, "GET", "/raw/x")
     assert raw.header("strict-transport-security") is None and raw.header("x-frame-options") is None
+    own = http_request(gw.port, "GET", "/own/x")
+    assert own.header("strict-transport-security") == "max-age=60"
+    assert own.header("x-content-type-options") == "nosniff"
+    assert own.header_all("referrer-policy") == ["origin"]     # the route's own response_headers win
+    assert own.header("x-frame-options") is None               # preset none: only what is listed
