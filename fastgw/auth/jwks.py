@@ -10,12 +10,18 @@ costs the issuer one request per interval.
 A failed fetch keeps the last good keys (an issuer that is down does not
 take the gateway's authentication with it) and is retried after
 jwks_min_refresh; `stale` and the counters say so to /health and /metrics.
+With OIDC discovery (`discovery`), the discovery document is fetched first
+and its `jwks_uri` (checked: the document's issuer must be the configured
+one) is then used as above; a JWKS answer other than 200 makes the next
+fetch discover again.
+
 Each worker fetches for itself: no cross-process state, and N workers cost
 the issuer N small GETs per refresh.
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
@@ -29,11 +35,13 @@ _MAX_AGE = re.compile(rb"max-age\s*=\s*(\d+)", re.IGNORECASE)
 
 class KeySet:
     def __init__(self, config, loop):
-        self.url = config.jwks_url
+        self.source = config.key_source   # what names it in metrics and /health
+        self.url = config.jwks_url        # the JWKS URL; with OIDC discovery, found first
         self.config = config
         self.loop = loop
         self.keys: dict = {}              # kid -> keys.Key; replaced whole by a good fetch
-        self.version = 0                  # +1 whenever the set of keys changes (verifiers drop their caches)
+        self.version = 0                  # +1 whenever the set of keys changes
+        self.on_change: list = []         # called then (verifiers empty their caches)
         self.loaded = False               # had keys once
         self.stale = False                # the last fetch failed
         self.last_error: str | None = None
@@ -82,8 +90,12 @@ class KeySet:
         cfg = self.config
         delay = cfg.jwks_min_refresh
         try:
+            if self.url is None:
+                self.url = await self._discover()
             status, headers, body = await fetch.get(self.url, cfg.jwks_timeout)
             if status != 200:
+                if cfg.discovery_url is not None:
+                    self.url = None  # the issuer may have moved its keys: discover again next time
                 raise fetch.FetchError(f"status {status}")
             keys = parse_jwks(body)
             if not keys:
@@ -92,7 +104,7 @@ class KeySet:
             self.fetches_failed += 1
             if not self.stale:
                 log.warning("JWKS %s: fetch failed (%s); keeping %d last good keys, retrying every %gs",
-                            self.url, err, len(self.keys), delay)
+                            self.source, err, len(self.keys), delay)
             self.stale = True
             self.last_error = str(err)
         except asyncio.CancelledError:
@@ -100,14 +112,17 @@ class KeySet:
         except Exception as err:  # a bug here must not stop the refreshes
             self.fetches_failed += 1
             self.stale, self.last_error = True, repr(err)
-            log.exception("JWKS %s: unexpected error", self.url)
+            log.exception("JWKS %s: unexpected error", self.source)
         else:
             if self.stale:
-                log.info("JWKS %s: fetched again (%d keys)", self.url, len(keys))
-            if body != self._body:
-                self.version += 1
-                self._body = body
+                log.info("JWKS %s: fetched again (%d keys)", self.source, len(keys))
+            changed = body != self._body
+            self._body = body
             self.keys, self.loaded, self.stale, self.last_error = keys, True, False, None
+            if changed:
+                self.version += 1
+                for listener in self.on_change:
+                    listener()
             self.last_success = time.time()
             self.fetches_ok += 1
             delay = _lifetime(headers, cfg)
@@ -118,9 +133,28 @@ class KeySet:
                 self._timer.cancel()
             self._timer = self.loop.call_later(delay, self.fetch_now)
 
+    async def _discover(self) -> str:
+        """OIDC discovery: the document's jwks_uri (its issuer must be ours)."""
+        cfg = self.config
+        status, _, body = await fetch.get(cfg.discovery_url, cfg.jwks_timeout)
+        if status != 200:
+            raise fetch.FetchError(f"discovery: status {status}")
+        try:
+            document = json.loads(body)
+        except ValueError:
+            raise fetch.FetchError("discovery: not JSON") from None
+        if not isinstance(document, dict):
+            raise fetch.FetchError("discovery: not a JSON object")
+        if cfg.issuer is not None and document.get("issuer") != cfg.issuer:
+            raise fetch.FetchError(f"discovery: issuer {str(document.get('issuer'))[:80]!r} is not {cfg.issuer!r}")
+        uri = document.get("jwks_uri")
+        if not isinstance(uri, str) or not re.fullmatch(r"https?://[^\s/?#]+(/[^\s#]*)?", uri):
+            raise fetch.FetchError("discovery: no usable jwks_uri")
+        return uri
+
     def state(self) -> dict:
         """For /health: what the worker knows."""
-        return {"url": self.url, "keys": len(self.keys), "stale": self.stale or not self.loaded,
+        return {"url": self.source, "jwks_uri": self.url, "keys": len(self.keys), "stale": self.stale or not self.loaded,
                 "last_error": self.last_error, "last_success": self.last_success}
 
 

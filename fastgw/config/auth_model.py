@@ -46,6 +46,7 @@ class TokenSource:
 @dataclass(frozen=True, slots=True)
 class JwtAuth:
     jwks_url: str | None = None           # http(s)://host[:port]/path
+    discovery_url: str | None = None      # OIDC discovery document; its jwks_uri is fetched
     keys_file: str | None = None          # a PEM public key or a JWKS document
     secret: bytes | None = field(default=None, repr=False, metadata={"view": False})  # HS*
     algorithms: tuple[str, ...] = ("RS256",)
@@ -63,6 +64,11 @@ class JwtAuth:
     kid_refetch_interval: float = DEFAULT_KID_REFETCH_INTERVAL
     jwks_timeout: float = DEFAULT_JWKS_TIMEOUT
     cache_size: int = DEFAULT_TOKEN_CACHE
+
+    @property
+    def key_source(self) -> str | None:
+        """The URL that names this key set in metrics and /health."""
+        return self.jwks_url or self.discovery_url
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from fastgw.config.schema import (
 )
 
 AUTH_KEYS = ("jwt", "api_keys", "scopes", "scopes_mode")
-JWT_KEYS = ("jwks_url", "keys_file", "secret_file", "secret_env", "algorithms", "issuer", "audience",
+JWT_KEYS = ("jwks_url", "discovery", "keys_file", "secret_file", "secret_env", "algorithms", "issuer", "audience",
             "leeway", "required_claims", "claims", "token", "claims_to_headers", "roles_claim",
             "jwks_refresh", "jwks_min_refresh", "jwks_max_refresh", "kid_refetch_interval", "jwks_timeout",
             "cache_size")
@@ -37,7 +37,8 @@ KEY_ENTRY_KEYS = ("id", "consumer", "hash", "scopes", "expires", "enabled")
 SCOPES_MODES = ("all", "any")
 
 AUTH_HINT = "e.g. auth: {jwt: {jwks_url: http://127.0.0.1:8000/jwks.json, issuer: https://issuer}}, or auth: off"
-KEY_SOURCE_HINT = ("give exactly one of jwks_url (a JWKS endpoint), keys_file (a PEM public key or a "
+KEY_SOURCE_HINT = ("give exactly one of jwks_url (a JWKS endpoint), discovery (OIDC: true, from issuer, "
+                   "or the discovery document's URL), keys_file (a PEM public key or a "
                    "JWKS file), secret_file or secret_env (an HMAC secret, for HS256/384/512)")
 HASH_HINT = "write hash: sha256:<64 hex digits>, as `fastgw keys hash KEY` prints it"
 _HASH_RE = re.compile(r"sha256:([0-9a-f]{64})")
@@ -90,11 +91,26 @@ def _read_jwt(jwt: Section) -> JwtAuth:
     except ImportError:
         jwt.errors.add(jwt.keypath, "needs PyJWT and cryptography, which are not installed",
                        "pip install 'fastgw[auth]'")
-    sources = [key for key in ("jwks_url", "keys_file", "secret_file", "secret_env") if jwt.has(key)]
+    sources = [key for key in ("jwks_url", "discovery", "keys_file", "secret_file", "secret_env")
+               if jwt.has(key) and jwt.get(key) is not False]
     if len(sources) != 1:
         jwt.errors.add(jwt.keypath, "names no key source" if not sources else
                        f"names {len(sources)} key sources ({', '.join(sources)})", KEY_SOURCE_HINT)
     jwks_url = jwt.parse("jwks_url", parse_http_url, None)
+    issuer = jwt.parse("issuer", _parse_text, None)
+    discovery_url = None
+    if jwt.get("discovery") is True:
+        if issuer is None:
+            jwt.errors.add(jwt.path("discovery"), "true needs the issuer", "add issuer: https://... "
+                           "(its /.well-known/openid-configuration is fetched), or give the document's URL")
+        else:
+            discovery_url = issuer.rstrip("/") + "/.well-known/openid-configuration"
+            if not re.fullmatch(r"https?://\S+", discovery_url):
+                jwt.errors.add(jwt.path("issuer"), "is not an http(s) URL, so it has no discovery document",
+                               "give discovery: https://.../.well-known/openid-configuration")
+                discovery_url = None
+    elif jwt.has("discovery") and jwt.get("discovery") is not False:
+        discovery_url = jwt.parse("discovery", parse_http_url, None)
     keys_file = jwt.parse("keys_file", partial(_parse_keys_file, base=_base(jwt)), None)
     secret = None
     if jwt.has("secret_file"):
@@ -106,8 +122,8 @@ def _read_jwt(jwt: Section) -> JwtAuth:
     algorithms = jwt.parse("algorithms", partial(_parse_algorithms, symmetric=symmetric), default_algs)
     claims_to_headers = _read_claim_headers(jwt)
     return JwtAuth(
-        jwks_url=jwks_url, keys_file=keys_file, secret=secret, algorithms=algorithms,
-        issuer=jwt.parse("issuer", _parse_text, None),
+        jwks_url=jwks_url, discovery_url=discovery_url, keys_file=keys_file, secret=secret,
+        algorithms=algorithms, issuer=issuer,
         audience=jwt.parse("audience", _parse_text_list, ()),
         leeway=jwt.parse("leeway", partial(parse_duration, allow_zero=True), DEFAULT_LEEWAY),
         required_claims=jwt.parse("required_claims", _parse_claim_list, ()),

@@ -36,8 +36,8 @@ def _series(config):
 def _jwks_urls(config):
     urls = set()
     for route in config.routes:
-        if route.auth is not None and route.auth.jwt is not None and route.auth.jwt.jwks_url:
-            urls.add(route.auth.jwt.jwks_url)
+        if route.auth is not None and route.auth.jwt is not None and route.auth.jwt.key_source:
+            urls.add(route.auth.jwt.key_source)
     return sorted(urls)
 
 
@@ -76,8 +76,8 @@ def auth_samplers(metrics, gateway, counter):
                 counter("fastgw_auth_decisions_total", lambda s=stage: s.refused,
                         route=stage.route, result="denied", reason="cors_refused")
     for keys in getattr(gateway, "auth_key_sets", {}).values():
-        counter("fastgw_auth_jwks_fetches_total", lambda k=keys: k.fetches_ok, url=keys.url, result="ok")
-        counter("fastgw_auth_jwks_fetches_total", lambda k=keys: k.fetches_failed, url=keys.url, result="failed")
-        gauge = metrics.gauge("fastgw_auth_jwks_stale", url=keys.url)
+        counter("fastgw_auth_jwks_fetches_total", lambda k=keys: k.fetches_ok, url=keys.source, result="ok")
+        counter("fastgw_auth_jwks_fetches_total", lambda k=keys: k.fetches_failed, url=keys.source, result="failed")
+        gauge = metrics.gauge("fastgw_auth_jwks_stale", url=keys.source)
         samplers.append(lambda k=keys, g=gauge: g.set(1 if (k.stale or not k.loaded) else 0))
     return samplers

@@ -17,6 +17,10 @@ Forged identity: every header the route fills from claims (claims_to_headers)
 is removed from the client's request first, whether or not the token sets it;
 the API key header itself never goes upstream.
 
+The installed stage is the native TokenGate (fastgw/_native/authgate.pyx)
+when the token comes from a header: it lets a cached token through without
+a Python frame, and hands every other request to AuthStage.admit here.
+
 A JWT whose key id is unknown asks the key set for one refetch (at most once
 per kid_refetch_interval) and waits for it (WAIT, then
 exchange.admission_done); the first requests after a worker starts wait for
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import time
 
+from fastgw._native.authgate import TokenGate
 from fastgw._native.errors import ProxyError
 from fastgw._native.proxy import WAIT
 from fastgw.auth.api_keys import KeyStore
@@ -48,7 +53,7 @@ DENY_REASONS = ("missing", "malformed", "algorithm_not_allowed", "unknown_kid", 
                 "unknown_key", "key_disabled", "key_expired", "insufficient_scope", "jwks_unavailable")
 # Identity log fields a consumer-keyed rate limit reads (policy/consumer_limit.py).
 CONSUMER_FIELD = "consumer"
-_BEARER, _STRIP, _KEY, _TOKEN_HEADER, _COOKIE = range(1, 6)
+_BEARER, _STRIP, _KEY, _TOKEN_HEADER, _COOKIE = range(1, 6)   # as fastgw/_native/authgate.pyx numbers them
 _time = time.time
 API_KEY_FIELD = "api_key"
 
@@ -118,10 +123,14 @@ class AuthStage:
         self.allowed_api_key = 0
         self.denied: dict[str, int] = {}
 
+        self.gate = None              # the native fast path in front of this stage, if any
+
     def count(self, result: str, reason: str) -> int:
         """For the metrics sampler."""
         if result == "allowed":
-            return self.allowed_jwt if reason == "jwt" else self.allowed_api_key
+            if reason == "jwt":
+                return self.allowed_jwt + (self.gate.allowed if self.gate is not None else 0)
+            return self.allowed_api_key
         return self.denied.get(reason, 0)
 
     def __repr__(self):
@@ -161,18 +170,10 @@ class AuthStage:
         verifier = self.verifier
         if token is None or verifier is None:
             return self._deny(ex, "missing", "no credential was sent")
-        # A repeated token: one dict lookup (verifier.cached, inlined).
-        entry = verifier.cache.get(token)
-        if entry is None or now >= entry.expires or verifier.keys.version != verifier.keys_version:
+        entry = verifier.cached(token, now)
+        if entry is None:
             return self._verify(ex, token, now, retry=True)
-        if self.required and not self._has_scopes(entry.scopes):
-            return self._forbid(ex, "jwt")
-        if entry.header_pairs:
-            headers.extend(entry.header_pairs)
-        self.allowed_jwt += 1
-        if self.log_identity:
-            self._log(ex, "jwt", entry.consumer)
-        return None
+        return self._allow_jwt(ex, entry)
 
     def _verify(self, ex, token, now, retry):
         verifier = self.verifier
@@ -287,13 +288,18 @@ class AuthPolicy:
         log_identity = identity_limits or gateway.config.observe.access_log.enabled
         stage = AuthStage(route.name, auth, verifier, store, log_identity)
         gateway.auth_stages.append(stage)
-        builder.add_stage(Phase.ACCESS, stage)
+        if verifier is not None and stage.token_kind in ("bearer", "header"):
+            # A repeated token is let through natively; the rest falls to `stage`.
+            stage.gate = TokenGate(stage.watch, verifier.cache, auth.scopes, stage.any_scope, log_identity, stage)
+            builder.add_stage(Phase.ACCESS, stage.gate)
+        else:
+            builder.add_stage(Phase.ACCESS, stage)
 
     def _verifier(self, gateway, jwt):
         verifier = self._verifiers.get(jwt)
         if verifier is not None:
             return verifier
-        if jwt.jwks_url is not None:
+        if jwt.key_source is not None:
             keys = gateway.auth_key_sets.get(jwt)
             if keys is None:
                 keys = gateway.auth_key_sets[jwt] = KeySet(jwt, gateway.loop)

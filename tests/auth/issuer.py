@@ -20,6 +20,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 ISSUER = "https://issuer.test"
 AUDIENCE = "fastgw-api"
 JWKS_PATH = "/.well-known/jwks.json"
+DISCOVERY_PATH = "/.well-known/openid-configuration"
 
 
 class SigningKey:
@@ -44,6 +45,7 @@ class SigningKey:
 class Issuer:
     def __init__(self, port: int = 0, host: str = "127.0.0.1", max_age: int | None = 300):
         self.keys = [SigningKey("k1")]
+        self.discovery_issuer = ISSUER   # the `issuer` its discovery document names
         self.down = False
         self.max_age = max_age
         self.fetches = 0
@@ -56,6 +58,10 @@ class Issuer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}{JWKS_PATH}"
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> "Issuer":
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -108,6 +114,14 @@ class Issuer:
                     self.send_response(503)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
+                    return
+                if self.path == DISCOVERY_PATH:
+                    body = json.dumps({"issuer": issuer.discovery_issuer, "jwks_uri": issuer.url}).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
                     return
                 if self.path != JWKS_PATH:
                     self.send_response(404)

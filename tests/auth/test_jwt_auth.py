@@ -361,3 +361,36 @@ def test_a_jwks_that_never_answers_is_given_up_after_jwks_timeout(upstream, gate
              if c["kind"] == "jwks"][0].get("error") or ""), 5)
     finally:
         silent.close()
+
+
+@pytest.mark.timeout(60)
+def test_oidc_discovery_from_the_issuer_or_a_url(upstream, issuer, gateway_factory):
+    from issuer import DISCOVERY_PATH, Issuer
+    local = Issuer().start()                    # discovery: true reads {issuer}/.well-known/...
+    local.discovery_issuer = local.base
+    liar = Issuer().start()                     # its document names another issuer
+    liar.discovery_issuer = "https://someone-else.test"
+    try:
+        gw = gateway_factory({
+            "clusters": {"app": cluster(upstream.url)},
+            "routes": [
+                route("url", "app", prefix="/url/", auth={"jwt": {"discovery": issuer.base + DISCOVERY_PATH,
+                                                                   "issuer": ISSUER, "audience": AUDIENCE}}),
+                route("iss", "app", prefix="/iss/", auth={"jwt": {"discovery": True, "issuer": local.base,
+                                                                   "audience": AUDIENCE}}),
+                route("liar", "app", prefix="/liar/", auth={"jwt": {"discovery": liar.base + DISCOVERY_PATH,
+                                                                     "issuer": ISSUER, "audience": AUDIENCE}}),
+            ],
+        })
+        assert wait_until(lambda: get(gw, "/url/a", bearer(issuer.token())).status == 200, 10)
+        assert get(gw, "/iss/a", bearer(local.token(iss=local.base))).status == 200
+        assert_401(get(gw, "/iss/b", bearer(local.token())))   # iss https://issuer.test is not this issuer
+        assert_gateway_error(get(gw, "/liar/a", bearer(liar.token())), 503, "auth_unavailable")
+        components = {c["name"]: c for c in http_request(gw.admin_port, "GET", "/health").json()["components"]
+                      if c["kind"] == "jwks"}
+        assert components[issuer.base + DISCOVERY_PATH]["state"] == "healthy"
+        lied = components[liar.base + DISCOVERY_PATH]
+        assert lied["state"] == "unhealthy" and "someone-else" in lied["error"]
+    finally:
+        local.stop()
+        liar.stop()

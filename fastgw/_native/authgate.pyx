@@ -1,0 +1,142 @@
+# cython: language_level=3
+"""The JWT route's per-request fast path (fastgw/policy/auth.py owns the
+rest): a repeated bearer token found in the verified-token cache costs one
+pass over the header names, one dict lookup and a few C comparisons.
+
+TokenGate.admit(exchange) finds the token (Authorization: Bearer, or a
+configured header), looks it up in the cache and, when the entry is usable
+(same token, not at or past exp, scopes present), adds the identity headers
+and answers None. Anything else (no token, a cache miss, a client header
+that must be stripped, an API key, a cookie or query token) is handed to
+the Python stage's `admit` untouched, which judges it from scratch.
+
+The cache is keyed by the token's last 32 bytes (its signature's tail: a
+short key is cheap to hash), and an entry holds the whole token, compared
+on every hit: a token that shares the tail but not the rest is a miss,
+never another token's identity. The key set's owner empties the cache when
+the issuer's keys change (fastgw/auth/jwt_verify.py).
+"""
+from cpython.bytes cimport PyBytes_GET_SIZE
+from cpython.dict cimport PyDict_GetItem
+from cpython.ref cimport PyObject
+from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
+
+DEF CACHE_KEY_BYTES = 32
+KEY_BYTES = CACHE_KEY_BYTES
+
+# Roles of a watched header name (the same numbers as policy/auth.py's).
+cdef enum:
+    R_BEARER = 1
+    R_STRIP = 2
+    R_KEY = 3
+    R_TOKEN_HEADER = 4
+    R_COOKIE = 5
+
+
+cpdef bytes cache_key(bytes token):
+    """The cache's key for `token`."""
+    if PyBytes_GET_SIZE(token) <= CACHE_KEY_BYTES:
+        return token
+    return token[PyBytes_GET_SIZE(token) - CACHE_KEY_BYTES:]
+
+
+cdef inline double _now():
+    cdef timespec ts
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+cdef class Verified:
+    """A verified token, as the cache keeps it."""
+    cdef public bytes token
+    cdef public double expires        # time.time() from which the entry is not used
+    cdef public object consumer       # the `sub` claim (str) or None
+    cdef public frozenset scopes      # scopes and roles
+    cdef public tuple header_pairs    # ((name, value), ...) for the upstream request
+    cdef public dict claims
+
+    def __init__(self, bytes token, double expires, consumer, frozenset scopes, tuple header_pairs, dict claims):
+        self.token = token
+        self.expires = expires
+        self.consumer = consumer
+        self.scopes = scopes
+        self.header_pairs = header_pairs
+        self.claims = claims
+
+
+cdef class TokenGate:
+    cdef dict watch                   # lower-case header name -> role
+    cdef unsigned long long lengths   # bit n: some watched name has n bytes (names < 64 bytes)
+    cdef dict cache
+    cdef frozenset required           # None: no scope required
+    cdef bint any_scope
+    cdef bint log_identity
+    cdef object stage                 # the Python AuthStage: everything but the fast path
+    cdef public long long allowed     # requests this fast path let through
+
+    def __init__(self, dict watch, dict cache, required, bint any_scope, bint log_identity, stage):
+        self.watch = watch
+        self.lengths = 0
+        for name in watch:
+            if len(name) >= 64:
+                raise ValueError(f"header name {name!r} is too long for the gate")
+            self.lengths |= 1ULL << len(name)
+        self.cache = cache
+        self.required = frozenset(required) if required else None
+        self.any_scope = any_scope
+        self.log_identity = log_identity
+        self.stage = stage
+        self.allowed = 0
+
+    def __repr__(self):
+        return f"TokenGate({self.stage!r})"
+
+    def admit(self, ex):
+        cdef list headers = ex.request_headers
+        cdef bytes token = None
+        cdef bytes name, value
+        cdef Py_ssize_t n
+        cdef PyObject *found
+        cdef int role
+        for pair in headers:
+            name = (<tuple>pair)[0]
+            n = PyBytes_GET_SIZE(name)
+            if n >= 64 or not (self.lengths >> n) & 1:
+                continue
+            found = PyDict_GetItem(self.watch, name.lower())
+            if found is NULL:
+                continue
+            role = <int><object>found
+            value = (<tuple>pair)[1]
+            if role == R_BEARER:
+                if PyBytes_GET_SIZE(value) > 7 and value[:7].lower() == b"bearer ":
+                    token = value[7:].strip()
+            elif role == R_TOKEN_HEADER:
+                token = value.strip()
+            else:  # a header to strip, an API key, a cookie: the Python stage's case
+                return self.stage.admit(ex)
+        if token is None or PyBytes_GET_SIZE(token) == 0:
+            return self.stage.admit(ex)
+        found = PyDict_GetItem(self.cache, cache_key(token))
+        if found is NULL:
+            return self.stage.admit(ex)
+        cdef Verified entry = <Verified>found
+        if entry.token != token or _now() >= entry.expires:
+            return self.stage.admit(ex)
+        if self.required is not None:
+            if self.any_scope:
+                if self.required.isdisjoint(entry.scopes):
+                    return self.stage.admit(ex)
+            elif not self.required.issubset(entry.scopes):
+                return self.stage.admit(ex)
+        if entry.header_pairs:
+            headers.extend(entry.header_pairs)
+        self.allowed += 1
+        if self.log_identity:
+            fields = ex.log_fields
+            if fields is None:
+                ex.log_fields = fields = {}
+            fields["auth"] = "jwt"
+            if entry.consumer is not None:
+                fields["consumer"] = entry.consumer
+        return None
