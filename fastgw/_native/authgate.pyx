@@ -16,10 +16,15 @@ on every hit: a token that shares the tail but not the rest is a miss,
 never another token's identity. The key set's owner empties the cache when
 the issuer's keys change (fastgw/auth/jwt_verify.py).
 """
-from cpython.bytes cimport PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_GetItem
 from cpython.ref cimport PyObject
+from libc.string cimport memcmp
 from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
+
+
+cdef extern from "strings.h":
+    int strncasecmp(const char *a, const char *b, size_t n)
 
 DEF CACHE_KEY_BYTES = 32
 KEY_BYTES = CACHE_KEY_BYTES
@@ -35,9 +40,24 @@ cdef enum:
 
 cpdef bytes cache_key(bytes token):
     """The cache's key for `token`."""
-    if PyBytes_GET_SIZE(token) <= CACHE_KEY_BYTES:
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(token)
+    if n <= CACHE_KEY_BYTES:
         return token
-    return token[PyBytes_GET_SIZE(token) - CACHE_KEY_BYTES:]
+    return PyBytes_FromStringAndSize(PyBytes_AS_STRING(token) + n - CACHE_KEY_BYTES, CACHE_KEY_BYTES)
+
+
+cdef inline bint _space(char c):
+    return c == 32 or c == 9
+
+
+cdef bytes _trimmed(const char *p, Py_ssize_t n):
+    """p[:n] without surrounding spaces and tabs, as a new bytes."""
+    while n > 0 and _space(p[0]):
+        p += 1
+        n -= 1
+    while n > 0 and _space(p[n - 1]):
+        n -= 1
+    return PyBytes_FromStringAndSize(p, n)
 
 
 cdef inline double _now():
@@ -65,7 +85,8 @@ cdef class Verified:
 
 
 cdef class TokenGate:
-    cdef dict watch                   # lower-case header name -> role
+    cdef tuple names                  # the watched lower-case header names ...
+    cdef tuple roles                  # ... and their roles
     cdef unsigned long long lengths   # bit n: some watched name has n bytes (names < 64 bytes)
     cdef dict cache
     cdef frozenset required           # None: no scope required
@@ -75,7 +96,8 @@ cdef class TokenGate:
     cdef public long long allowed     # requests this fast path let through
 
     def __init__(self, dict watch, dict cache, required, bint any_scope, bint log_identity, stage):
-        self.watch = watch
+        self.names = tuple(watch)
+        self.roles = tuple(watch.values())
         self.lengths = 0
         for name in watch:
             if len(name) >= 64:
@@ -94,25 +116,32 @@ cdef class TokenGate:
     def admit(self, ex):
         cdef list headers = ex.request_headers
         cdef bytes token = None
-        cdef bytes name, value
-        cdef Py_ssize_t n
-        cdef PyObject *found
+        cdef bytes name, value, watched
+        cdef Py_ssize_t n, i, count = len(self.names)
         cdef int role
+        cdef const char *v
+        cdef PyObject *found
         for pair in headers:
             name = (<tuple>pair)[0]
             n = PyBytes_GET_SIZE(name)
             if n >= 64 or not (self.lengths >> n) & 1:
                 continue
-            found = PyDict_GetItem(self.watch, name.lower())
-            if found is NULL:
+            role = 0
+            for i in range(count):  # one to three names: a case-blind compare each, no new object
+                watched = <bytes>self.names[i]
+                if PyBytes_GET_SIZE(watched) == n and strncasecmp(PyBytes_AS_STRING(name),
+                                                                  PyBytes_AS_STRING(watched), n) == 0:
+                    role = <int>self.roles[i]
+                    break
+            if role == 0:
                 continue
-            role = <int><object>found
             value = (<tuple>pair)[1]
+            v = PyBytes_AS_STRING(value)
             if role == R_BEARER:
-                if PyBytes_GET_SIZE(value) > 7 and value[:7].lower() == b"bearer ":
-                    token = value[7:].strip()
+                if PyBytes_GET_SIZE(value) > 7 and strncasecmp(v, b"bearer ", 7) == 0:
+                    token = _trimmed(v + 7, PyBytes_GET_SIZE(value) - 7)
             elif role == R_TOKEN_HEADER:
-                token = value.strip()
+                token = _trimmed(v, PyBytes_GET_SIZE(value))
             else:  # a header to strip, an API key, a cookie: the Python stage's case
                 return self.stage.admit(ex)
         if token is None or PyBytes_GET_SIZE(token) == 0:
@@ -121,7 +150,9 @@ cdef class TokenGate:
         if found is NULL:
             return self.stage.admit(ex)
         cdef Verified entry = <Verified>found
-        if entry.token != token or _now() >= entry.expires:
+        if (PyBytes_GET_SIZE(entry.token) != PyBytes_GET_SIZE(token)
+                or memcmp(PyBytes_AS_STRING(entry.token), PyBytes_AS_STRING(token), PyBytes_GET_SIZE(token)) != 0
+                or _now() >= entry.expires):
             return self.stage.admit(ex)
         if self.required is not None:
             if self.any_scope:

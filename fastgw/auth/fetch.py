@@ -39,17 +39,22 @@ class _Answer:
         self.done = True
 
 
-async def get(url: str, timeout: float) -> tuple[int, dict[bytes, bytes], bytes]:
-    """(status, lower-case headers, body); FetchError on any failure."""
+class FetchTimeout(FetchError):
+    pass
+
+
+async def get(url: str, timeout: float, headers: tuple = ()) -> tuple[int, dict[bytes, bytes], bytes]:
+    """(status, lower-case headers, body); FetchError (FetchTimeout when the
+    deadline passed) on any failure. `headers`: extra (name, value) bytes."""
     try:
-        return await asyncio.wait_for(_get(url), timeout)
+        return await asyncio.wait_for(_get(url, headers), timeout)
     except asyncio.TimeoutError:
-        raise FetchError(f"no answer within {timeout:g}s") from None
+        raise FetchTimeout(f"no answer within {timeout:g}s") from None
     except (OSError, httptools.HttpParserError, UnicodeError) as err:
         raise FetchError(f"{type(err).__name__}: {err}") from None
 
 
-async def _get(url: str):
+async def _get(url: str, extra: tuple = ()):
     parts = urlsplit(url)
     secure = parts.scheme == "https"
     host, port = parts.hostname, parts.port or (443 if secure else 80)
@@ -57,8 +62,9 @@ async def _get(url: str):
     reader, writer = await asyncio.open_connection(host, port, ssl=ssl.create_default_context() if secure else None)
     try:
         host_header = parts.netloc.rpartition("@")[2]
+        lines = b"".join(name + b": " + value + b"\r\n" for name, value in extra)
         writer.write(f"GET {target} HTTP/1.1\r\nHost: {host_header}\r\nAccept: application/json\r\n"
-                     "User-Agent: fastgw\r\nConnection: close\r\n\r\n".encode("ascii"))
+                     "User-Agent: fastgw\r\nConnection: close\r\n".encode("ascii") + lines + b"\r\n")
         answer = _Answer()
         parser = httptools.HttpResponseParser(answer)
         while not answer.done:

@@ -121,3 +121,18 @@ class Cors:
 @dataclass(frozen=True, slots=True)
 class SecurityHeaders:
     headers: tuple[tuple[bytes, bytes], ...] = ()   # set on every response of the route
+
+
+DEFAULT_FORWARD_TIMEOUT = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardAuth:
+    """Ask an HTTP service whether a request may pass (Traefik ForwardAuth,
+    nginx auth_request): fastgw/policy/forward_auth.py."""
+    url: str
+    headers: tuple[bytes, ...] = (b"authorization", b"cookie")   # request headers sent to it (lower-case)
+    copy_headers: tuple[bytes, ...] = ()    # from its 2xx answer to the upstream request (lower-case)
+    timeout: float = DEFAULT_FORWARD_TIMEOUT
+    failure_mode: str = "closed"            # closed: 503/504 when it fails; open: the request passes
+    cache: float = 0.0                      # seconds a 2xx decision is reused for the same sent headers

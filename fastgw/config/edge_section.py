@@ -1,14 +1,16 @@
-"""Readers for `ip_filter` (top level and route), `cors` (route) and
-`security_headers` (top level and route). Model: fastgw/config/auth_model.py."""
+"""Readers for `ip_filter` (top level and route), `cors` (route),
+`security_headers` (top level and route) and `forward_auth` (route). Model: fastgw/config/auth_model.py."""
 from __future__ import annotations
 
 import re
 
-from fastgw.config.auth_model import SECURITY_HEADER_PRESET, Cors, IpFilter, SecurityHeaders
+from fastgw.config.auth_section import parse_http_url
+from fastgw.config.auth_model import SECURITY_HEADER_PRESET, Cors, ForwardAuth, IpFilter, SecurityHeaders
 from fastgw.config.errors import Invalid, item
 from fastgw.config.reader import Section, parse_or_record
 from fastgw.config.schema import (
-    describe, parse_header_name, parse_header_value, parse_int, parse_method, parse_trusted_proxy, suggestion,
+    check_settable, describe, parse_duration, parse_header_name, parse_header_value, parse_int, parse_method,
+    parse_trusted_proxy, suggestion,
 )
 
 IP_FILTER_KEYS = ("allow", "deny")
@@ -132,4 +134,45 @@ def read_security_headers(parent: Section, *, on_route: bool) -> SecurityHeaders
 def _parse_preset(value: object) -> str:
     if value not in PRESETS:
         raise Invalid(f"unknown preset {value!r}", suggestion(value, PRESETS, "choose one of"))
+    return value
+
+
+FORWARD_KEYS = ("url", "headers", "copy_headers", "timeout", "failure_mode", "cache")
+FAILURE_MODES = ("closed", "open")
+
+
+def read_forward_auth(parent: Section) -> ForwardAuth | None:
+    if not parent.has("forward_auth"):
+        return None
+    section = parent.section("forward_auth", FORWARD_KEYS,
+                             hint="e.g. forward_auth: {url: http://127.0.0.1:9100/check, copy_headers: [X-User]}")
+    url = section.require("url", parse_http_url, "", "write url: http://host:port/path of the auth service")
+    headers = section.parse("headers", _parse_lower_names, (b"authorization", b"cookie"))
+    copy = section.parse("copy_headers", _parse_settable_names, ())
+    timeout = section.parse("timeout", parse_duration, 1.0)
+    mode = section.parse("failure_mode", _parse_failure_mode, "closed")
+    cache = section.parse("cache", partial_duration_zero, 0.0)
+    return ForwardAuth(url=url, headers=headers, copy_headers=copy, timeout=timeout, failure_mode=mode, cache=cache)
+
+
+def partial_duration_zero(value: object) -> float:
+    return parse_duration(value, allow_zero=True)
+
+
+def _parse_lower_names(value: object) -> tuple[bytes, ...]:
+    if not isinstance(value, list):
+        raise Invalid(f"expected a list of header names, got {describe(value)}", "e.g. [Authorization, Cookie]")
+    return tuple(dict.fromkeys(parse_header_name(v) for v in value))
+
+
+def _parse_settable_names(value: object) -> tuple[bytes, ...]:
+    names = _parse_lower_names(value)
+    for name in names:
+        check_settable(name)
+    return names
+
+
+def _parse_failure_mode(value: object) -> str:
+    if value not in FAILURE_MODES:
+        raise Invalid(f"unknown failure_mode {value!r}", suggestion(value, FAILURE_MODES, "choose one of"))
     return value

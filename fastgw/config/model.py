@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 
-from fastgw.config.auth_model import Auth, Cors, IpFilter, SecurityHeaders
+from fastgw.config.auth_model import Auth, Cors, ForwardAuth, IpFilter, SecurityHeaders
 from fastgw.config.health_model import DnsDiscovery, EndpointsFile, HealthCheck, OutlierDetection
 
 # Safe defaults, in one place so the README's reference can quote them.
@@ -269,6 +269,7 @@ class Route:
     ip_filter: IpFilter | None = None         # the route's list; the top-level one applies too
     cors: Cors | None = None
     security_headers: SecurityHeaders | None = None
+    forward_auth: ForwardAuth | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,7 +48,7 @@ PHASES = (
     PhaseInfo(Phase.ROUTE, "native", "host + method + path in the compiled table, path parameters",
               "404, 405"),
     PhaseInfo(Phase.ACCESS, "stages", "IP allow/deny, CORS preflights, authentication (JWT, API keys) and "
-              "scopes, plugins' on_access", "a plugin's answer, a preflight's, 401, 403, 503"),
+              "scopes, forward auth, plugins' on_access", "a plugin's answer, a preflight's, 401, 403, 503, 504"),
     PhaseInfo(Phase.ADMISSION, "stages", "local rate limits (native), consumer-keyed limits, Redis rate limits, "
               "concurrency slots", "429, 503"),
     PhaseInfo(Phase.REQUEST_BODY, "native", "body streamed with backpressure, size limit", "413"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastgw.plugins import policy as plugins
 from fastgw.policy import (
-    auth, concurrency, consumer_limit, cors, header_rewrite, ip_filter, ratelimit, redis_rate_limit, retry,
+    auth, concurrency, consumer_limit, cors, forward_auth, header_rewrite, ip_filter, ratelimit, redis_rate_limit, retry,
     security_headers, upstream_target,
 )
 
@@ -19,6 +19,7 @@ POLICIES = (
     ip_filter.POLICY,           # access: allow/deny lists, before anything costs more
     cors.POLICY,                # access: preflights answered here (they carry no credentials)
     auth.POLICY,                # access: JWT / API keys, scopes; identity upstream (plugins see it)
+    forward_auth.POLICY,        # access: an HTTP service decides (after auth: it may see the identity)
     plugins.POLICY,             # request_head, access, response_head, log
     ratelimit.POLICY,           # admission: local limits (native stage)
     consumer_limit.POLICY,      # admission: limits keyed by the identity auth found

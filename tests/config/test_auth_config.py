@@ -147,3 +147,21 @@ def test_edge_errors_name_the_key_path(config_errors, find_error):
     find_error(errors, source, "security_headers", "only applies to a route")
     source, errors = config_errors(_config("cors: {origins: ['*'], credentials: true}"))
     find_error(errors, source, "routes[0].cors.origins", "cannot be combined with credentials")
+
+
+def test_forward_auth_and_discovery(write_config, config_errors, find_error):
+    config = load(write_config(_config(
+        "forward_auth: {url: http://127.0.0.1:9100/check, copy_headers: [X-User], cache: 30s}\n"
+        "    auth: {jwt: {discovery: true, issuer: https://login.example.com}}")), env={})
+    forward = config.routes[0].forward_auth
+    assert forward.headers == (b"authorization", b"cookie") and forward.copy_headers == (b"x-user",)
+    assert (forward.timeout, forward.failure_mode, forward.cache) == (1.0, "closed", 30.0)
+    assert config.routes[0].auth.jwt.discovery_url == "https://login.example.com/.well-known/openid-configuration"
+    source, errors = config_errors(_config(
+        "forward_auth: {url: tcp://x, copy_headers: [Connection], failure_mode: maybe, timeout: 0}\n"
+        "    auth: {jwt: {discovery: true}}"))
+    find_error(errors, source, "routes[0].forward_auth.url", "http:// or https://")
+    find_error(errors, source, "routes[0].forward_auth.copy_headers", "hop-by-hop")
+    find_error(errors, source, "routes[0].forward_auth.failure_mode", "closed, open")
+    find_error(errors, source, "routes[0].forward_auth.timeout", "")
+    find_error(errors, source, "routes[0].auth.jwt.discovery", "needs the issuer")
