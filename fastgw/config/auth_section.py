@@ -392,3 +392,24 @@ def apply_edge_defaults(top: Section, routes, auth: Auth | None, security_header
                                "a consumer limit is counted locally only", "remove scope: redis")
         out.append(route)
     return tuple(out)
+
+
+def redact_credentials(observe, routes):
+    """The access log never shows a credential: the configured token
+    headers, query parameters and API key headers join its redaction lists."""
+    log = observe.access_log
+    headers, query = list(log.redact_headers), list(log.redact_query)
+    for route in routes:
+        auth = route.auth
+        if auth is None:
+            continue
+        if auth.jwt is not None and auth.jwt.token.kind == "header":
+            headers.append(auth.jwt.token.name.encode())
+        if auth.jwt is not None and auth.jwt.token.kind == "query":
+            query.append(auth.jwt.token.name)
+        if auth.api_keys is not None:
+            headers.append(auth.api_keys.header)
+    headers, query = tuple(dict.fromkeys(headers)), tuple(dict.fromkeys(query))
+    if (headers, query) == (log.redact_headers, log.redact_query):
+        return observe
+    return replace(observe, access_log=replace(log, redact_headers=headers, redact_query=query))

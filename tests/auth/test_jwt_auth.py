@@ -226,9 +226,11 @@ def test_scopes_all_and_any_and_roles_claim(upstream, issuer, gateway_factory):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("source", [{"header": "X-Token"}, {"cookie": "session"}, {"query": "access_token"}])
-def test_token_from_a_header_cookie_or_query(upstream, issuer, gateway_factory, source):
-    gw = gateway_factory(config_for(upstream, issuer, jwt_extra={"token": source}))
+@pytest.mark.parametrize("source", [{"header": "X-Token"}, {"cookie": "session"}, {"query": "jwt"}])
+def test_token_from_a_header_cookie_or_query(upstream, issuer, gateway_factory, source, tmp_path):
+    log_path = tmp_path / "access.log"
+    gw = gateway_factory(config_for(upstream, issuer, jwt_extra={"token": source}, access_log={
+        "path": str(log_path), "flush_interval": "100ms", "headers": ["X-Token"]}))
     token = issuer.token()
     kind, name = next(iter(source.items()))
     if kind == "header":
@@ -239,6 +241,8 @@ def test_token_from_a_header_cookie_or_query(upstream, issuer, gateway_factory, 
         ok = get(gw, f"/api/a?x=1&{name}={token}")
     assert ok.status == 200, ok.describe()
     assert_401(get(gw, "/api/b", bearer(token)))  # the Authorization header is not where it is looked for
+    assert wait_until(lambda: log_path.exists() and len(log_path.read_text().splitlines()) >= 2, 10)
+    assert token not in log_path.read_text()      # the configured source is redacted in the log
 
 
 @pytest.mark.timeout(60)
