@@ -122,7 +122,6 @@ class AuthStage:
         self.allowed_jwt = 0
         self.allowed_api_key = 0
         self.denied: dict[str, int] = {}
-
         self.gate = None              # the native fast path in front of this stage, if any
 
     def count(self, result: str, reason: str) -> int:

@@ -9,7 +9,8 @@ then these, in order. Every one is checked; one that denies refunds those of
 this stage that allowed (as the native limiter does) and answers 429 saying
 which limit it was in X-RateLimit-Type (`consumer` or `api_key`), with
 Retry-After and X-RateLimit-Limit/-Remaining. A request with no identity of
-the kind (a JWT request under an `api_key` limit) is not counted by it.
+the kind (a JWT request under an `api_key` limit) is not counted by it; JWTs
+without `sub` under a `consumer` limit share one counter.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from fastgw.policy.auth import API_KEY_FIELD, CONSUMER_FIELD
 from fastgw.policy.ratelimit import describe, limit_id
 
 IDENTITY_PARTS = {"consumer": CONSUMER_FIELD, "api_key": API_KEY_FIELD}
+ABSENT = b"\x01"   # the key of a JWT without `sub` (no identity text can be this byte)
 
 
 def is_identity_limit(limit) -> bool:
@@ -49,9 +51,12 @@ class ConsumerLimitStage:
         taken = []
         for native, field, kind, text in self.limits:
             ident = fields.get(field)
-            if ident is None:
-                continue
-            key = ident.encode("utf-8")
+            if ident is not None:
+                key = ident.encode("utf-8")
+            elif kind == "consumer" and fields.get("auth") == "jwt":
+                key = ABSENT  # a token without sub: all such requests share one counter, none escapes
+            else:
+                continue  # an api_key limit and a JWT request: not this limit's kind
             allowed, limit, remaining, _reset, retry_after = native.take(key)
             if allowed:
                 taken.append((native, key))

@@ -398,3 +398,19 @@ def test_oidc_discovery_from_the_issuer_or_a_url(upstream, issuer, gateway_facto
     finally:
         local.stop()
         liar.stop()
+
+
+@pytest.mark.timeout(60)
+def test_a_per_user_limit_keyed_by_the_token_sub(upstream, issuer, gateway_factory):
+    limited = route("limited", "app", prefix="/limited/", auth={"jwt": jwt_section(issuer)},
+                    rate_limits=[{"key": "consumer", "rate": "2/m", "burst": 2}])
+    gw = gateway_factory(config_for(upstream, issuer, routes=[limited]))
+    alice, bob = issuer.token(sub="alice"), issuer.token(sub="bob")
+    assert [get(gw, "/limited/a", bearer(alice)).status for _ in range(2)] == [200, 200]
+    refused = get(gw, "/limited/a", bearer(alice))
+    assert_gateway_error(refused, 429, "rate_limited")
+    assert refused.header("x-ratelimit-type") == "consumer"
+    assert get(gw, "/limited/a", bearer(bob)).status == 200
+    # Tokens without sub share one counter: none escapes the limit.
+    nobody = [issuer.token(omit=("sub",), jti=str(i)) for i in range(3)]
+    assert [get(gw, "/limited/b", bearer(t)).status for t in nobody] == [200, 200, 429]
