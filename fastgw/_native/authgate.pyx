@@ -67,13 +67,7 @@ cdef inline double _now():
 
 
 cdef class Verified:
-    """A verified token, as the cache keeps it."""
-    cdef public bytes token
-    cdef public double expires        # time.time() from which the entry is not used
-    cdef public object consumer       # the `sub` claim (str) or None
-    cdef public frozenset scopes      # scopes and roles
-    cdef public tuple header_pairs    # ((name, value), ...) for the upstream request
-    cdef public dict claims
+    """A verified token, as the cache keeps it (fields: authgate.pxd)."""
 
     def __init__(self, bytes token, double expires, consumer, frozenset scopes, tuple header_pairs, dict claims):
         self.token = token
@@ -85,15 +79,7 @@ cdef class Verified:
 
 
 cdef class TokenGate:
-    cdef tuple names                  # the watched lower-case header names ...
-    cdef tuple roles                  # ... and their roles
-    cdef unsigned long long lengths   # bit n: some watched name has n bytes (names < 64 bytes)
-    cdef dict cache
-    cdef frozenset required           # None: no scope required
-    cdef bint any_scope
-    cdef bint log_identity
-    cdef object stage                 # the Python AuthStage: everything but the fast path
-    cdef public long long allowed     # requests this fast path let through
+    """A route's repeated-token path (fields: authgate.pxd)."""
 
     def __init__(self, dict watch, dict cache, required, bint any_scope, bint log_identity, stage):
         self.names = tuple(watch)
