@@ -98,6 +98,7 @@ class Auth:
     api_keys: ApiKeyAuth | None = None
     scopes: tuple[str, ...] = ()  # required; from the scope/scp claim, roles_claim or the key's scopes
     scopes_mode: str = "all"      # all | any
+    method_scopes: tuple[tuple[str, tuple[str, ...]], ...] = ()   # (METHOD, scopes): instead of `scopes` for it
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from fastgw.config.auth_model import (
 from fastgw.config.errors import Invalid, item
 from fastgw.config.reader import Section, parse_or_record
 from fastgw.config.schema import (
-    check_settable, describe, parse_duration, parse_header_name, parse_int, suggestion,
+    check_settable, describe, parse_duration, parse_header_name, parse_int, parse_method, suggestion,
 )
 
 AUTH_KEYS = ("jwt", "api_keys", "scopes", "scopes_mode")
@@ -60,12 +60,31 @@ def read_auth(parent: Section, *, on_route: bool) -> Auth | None:
     section = parent.section("auth", AUTH_KEYS, hint=AUTH_HINT)
     jwt = _read_jwt(section.section("jwt", JWT_KEYS)) if section.has("jwt") else None
     api_keys = _read_api_keys(section.section("api_keys", API_KEYS_KEYS)) if section.has("api_keys") else None
-    scopes = section.parse("scopes", parse_scopes, ())
+    scopes, method_scopes = (), ()
+    if isinstance(section.get("scopes"), dict):
+        by_method = _read_method_scopes(section)
+        scopes = by_method.pop("*", ())
+        method_scopes = tuple(by_method.items())
+    else:
+        scopes = section.parse("scopes", parse_scopes, ())
     mode = section.parse("scopes_mode", parse_scopes_mode, "all")
     if jwt is None and api_keys is None:
         section.errors.add(section.keypath, "names no credential",
                            "add jwt: {...} or api_keys: {file: keys.yaml}, or write auth: off for none")
-    return Auth(jwt=jwt, api_keys=api_keys, scopes=scopes, scopes_mode=mode)
+    return Auth(jwt=jwt, api_keys=api_keys, scopes=scopes, scopes_mode=mode, method_scopes=method_scopes)
+
+
+def _read_method_scopes(section: Section) -> dict:
+    """`scopes: {GET: [orders:read], POST: [orders:write], "*": [...]}`: per
+    method; "*" for the other methods (none: no scope needed for them)."""
+    out = {}
+    for method, value in section.get("scopes").items():
+        keypath = section.path("scopes") + f".{method}"
+        name = "*" if method == "*" else parse_or_record(section.errors, keypath, parse_method, method, None)
+        scopes = parse_or_record(section.errors, keypath, parse_scopes, value, None)
+        if name is not None and scopes is not None:
+            out[name] = scopes
+    return out
 
 
 def parse_scopes(value: object) -> tuple[str, ...]:

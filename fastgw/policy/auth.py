@@ -99,6 +99,7 @@ class AuthStage:
             strip.add(self.key_header)
         self.strip = frozenset(strip)
         self.required = frozenset(auth.scopes)
+        self.by_method = {method.encode(): frozenset(scopes) for method, scopes in auth.method_scopes}
         self.any_scope = auth.scopes_mode == "any"
         scheme = b"Bearer" if jwt else b"ApiKey"
         self.challenge = b'WWW-Authenticate: %s realm="fastgw", error="invalid_token"\r\n' % scheme
@@ -209,8 +210,9 @@ class AuthStage:
         return WAIT
 
     def _allow_jwt(self, ex, entry):
-        if self.required and not self._has_scopes(entry.scopes):
-            return self._forbid(ex, "jwt")
+        required = self.by_method.get(ex.method, self.required) if self.by_method else self.required
+        if required and not self._has_scopes(required, entry.scopes):
+            return self._forbid(ex, required)
         if entry.header_pairs:
             ex.request_headers.extend(entry.header_pairs)
         self.allowed_jwt += 1
@@ -222,28 +224,30 @@ class AuthStage:
         key, reason = self.keystore.lookup(presented, now)
         if key is None:
             return self._deny(ex, reason, "the API key is not valid")
-        if self.required and not self._has_scopes(frozenset(key.scopes)):
-            return self._forbid(ex, "api_key")
+        required = self.by_method.get(ex.method, self.required) if self.by_method else self.required
+        if required and not self._has_scopes(required, frozenset(key.scopes)):
+            return self._forbid(ex, required)
         self.allowed_api_key += 1
         if self.log_identity:
             self._log(ex, "api_key", key.consumer, key.id)
         return None
 
-    def _has_scopes(self, scopes) -> bool:
+    def _has_scopes(self, required, scopes) -> bool:
         if self.any_scope:
-            return not self.required.isdisjoint(scopes)
-        return self.required <= scopes
+            return not required.isdisjoint(scopes)
+        return required <= scopes
 
     def _deny(self, ex, reason, message):
         self._count("denied", reason, ex)
         return ProxyError(401, "invalid_token", message, self.challenge)
 
-    def _forbid(self, ex, via):
+    def _forbid(self, ex, required):
         self._count("denied", "insufficient_scope", ex)
         want = "all" if not self.any_scope else "one"
-        return ProxyError(403, "insufficient_scope",
-                          f"the credential lacks {want} of the scopes {' '.join(self.auth.scopes)}",
-                          self.scope_challenge)
+        names = " ".join(sorted(required))
+        challenge = self.scope_challenge if required == self.required else (
+            self.scope_challenge.split(b'scope="')[0] + b'scope="%s"\r\n' % names.encode())
+        return ProxyError(403, "insufficient_scope", f"the credential lacks {want} of the scopes {names}", challenge)
 
     def _count(self, result, reason, ex) -> None:
         """A denial (allowed requests count in plain attributes, cheaper)."""
@@ -287,7 +291,7 @@ class AuthPolicy:
         log_identity = identity_limits or gateway.config.observe.access_log.enabled
         stage = AuthStage(route.name, auth, verifier, store, log_identity)
         gateway.auth_stages.append(stage)
-        if verifier is not None and stage.token_kind in ("bearer", "header"):
+        if verifier is not None and stage.token_kind in ("bearer", "header") and not auth.method_scopes:
             # A repeated token is let through natively; the rest falls to `stage`.
             stage.gate = TokenGate(stage.watch, verifier.cache, auth.scopes, stage.any_scope, log_identity, stage)
             builder.add_stage(Phase.ACCESS, stage.gate)

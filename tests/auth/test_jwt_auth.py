@@ -414,3 +414,19 @@ def test_a_per_user_limit_keyed_by_the_token_sub(upstream, issuer, gateway_facto
     # Tokens without sub share one counter: none escapes the limit.
     nobody = [issuer.token(omit=("sub",), jti=str(i)) for i in range(3)]
     assert [get(gw, "/limited/b", bearer(t)).status for t in nobody] == [200, 200, 429]
+
+
+@pytest.mark.timeout(60)
+def test_scopes_per_method(upstream, issuer, gateway_factory):
+    orders = route("orders", "app", prefix="/orders/", auth={"jwt": jwt_section(issuer), "scopes": {
+        "GET": ["orders:read"], "POST": ["orders:write"], "*": ["orders:admin"]}})
+    gw = gateway_factory(config_for(upstream, issuer, routes=[orders]))
+    reader = bearer(issuer.token(scope="orders:read"))
+    writer = bearer(issuer.token(scope="orders:write"))
+    assert get(gw, "/orders/1", reader).status == 200
+    resp = http_request(gw.port, "POST", "/orders/1", reader, body=b"{}")
+    assert_gateway_error(resp, 403, "insufficient_scope")
+    assert 'scope="orders:write"' in resp.header("www-authenticate")
+    assert http_request(gw.port, "POST", "/orders/1", writer, body=b"{}").status == 200
+    assert http_request(gw.port, "DELETE", "/orders/1", writer).status == 403       # "*": the others
+    assert http_request(gw.port, "DELETE", "/orders/1", bearer(issuer.token(scope="orders:admin"))).status == 200

@@ -165,3 +165,13 @@ def test_forward_auth_and_discovery(write_config, config_errors, find_error):
     find_error(errors, source, "routes[0].forward_auth.failure_mode", "closed, open")
     find_error(errors, source, "routes[0].forward_auth.timeout", "")
     find_error(errors, source, "routes[0].auth.jwt.discovery", "needs the issuer")
+
+
+def test_scopes_per_method_config(write_config, config_errors, find_error):
+    config = load(write_config(_config(
+        f"auth: {{jwt: {{{JWKS}}}, scopes: {{GET: [r], POST: 'w x', '*': [a]}}}}")), env={})
+    auth = config.routes[0].auth
+    assert auth.scopes == ("a",) and auth.method_scopes == (("GET", ("r",)), ("POST", ("w", "x")))
+    source, errors = config_errors(_config(f"auth: {{jwt: {{{JWKS}}}, scopes: {{GTE: [r], GET: 5}}}}"))
+    find_error(errors, source, "routes[0].auth.scopes.GTE", "GTE")
+    find_error(errors, source, "routes[0].auth.scopes.GET", "expected a list of scopes")
