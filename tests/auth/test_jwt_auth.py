@@ -430,3 +430,16 @@ def test_scopes_per_method(upstream, issuer, gateway_factory):
     assert http_request(gw.port, "POST", "/orders/1", writer, body=b"{}").status == 200
     assert http_request(gw.port, "DELETE", "/orders/1", writer).status == 403       # "*": the others
     assert http_request(gw.port, "DELETE", "/orders/1", bearer(issuer.token(scope="orders:admin"))).status == 200
+
+
+@pytest.mark.timeout(60)
+def test_two_workers_each_keep_their_keys_fresh(upstream, issuer, gateway_factory):
+    gw = gateway_factory(config_for(upstream, issuer, jwt_extra={"kid_refetch_interval": "1h"}), workers=2)
+    assert wait_until(lambda: issuer.fetches >= 2, 10)         # one first fetch per worker
+    start = issuer.fetches
+    key = issuer.rotate()
+    token = issuer.token(key, sub="dora")
+    statuses = [get(gw, f"/api/{i}", bearer(token)).status for i in range(12)]   # a new connection each
+    assert statuses == [200] * 12
+    assert issuer.fetches - start <= 2                         # at most one refetch per worker
+    assert {r.header("x-user-id") for r in upstream.requests} == {"dora"}
