@@ -10,7 +10,7 @@ from setuptools import Extension, setup
 
 DEBUG = os.environ.get("FASTGW_DEBUG") == "1"
 NATIVE = ["codes", "router", "headers", "deadlines", "metrics", "accesslog", "proxy", "ratelimit", "limiter",
-          "concurrency"]
+          "concurrency", "authgate"]
 # The C helpers every module may include (atomics, clock, shared memory).
 INCLUDES = "fastgw/_native/includes"
 

@@ -7,19 +7,24 @@ request count, which wrk can't give. Fails (exit 1) on any non-200 answer.
 
 Usage: python3 bench/fixed_requests.py PORT N [C] [PATH] [BODY]
    BODY > 0: POST PATH with a Content-Length body of BODY bytes (S2: 1024 to /echo)
+   FIXED_HEADER="Name: value" in the environment: one more header on every
+   request (a JWT route: FIXED_HEADER="Authorization: Bearer $TOKEN")
 """
 import asyncio
+import os
 import sys
+
+EXTRA = "".join(f"{line}\r\n" for line in [os.environ.get("FIXED_HEADER", "")] if line)
 
 
 async def one_connection(port: int, count: int, path: str, body: int) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     if body:
         request = (f"POST {path} HTTP/1.1\r\nHost: bench.local\r\nUser-Agent: fixed\r\n"
-                   f"Content-Type: application/octet-stream\r\nContent-Length: {body}\r\n\r\n").encode()
+                   f"Content-Type: application/octet-stream\r\nContent-Length: {body}\r\n{EXTRA}\r\n").encode()
         request += b"x" * body
     else:
-        request = f"GET {path} HTTP/1.1\r\nHost: bench.local\r\nUser-Agent: fixed\r\n\r\n".encode()
+        request = f"GET {path} HTTP/1.1\r\nHost: bench.local\r\nUser-Agent: fixed\r\n{EXTRA}\r\n".encode()
     for _ in range(count):
         writer.write(request)
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)

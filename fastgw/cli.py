@@ -85,7 +85,36 @@ def _build_parser() -> argparse.ArgumentParser:
     routes.add_argument("method", metavar="METHOD", help="HTTP method, e.g. GET")
     routes.add_argument("url", metavar="URL", help="http://host/path?query, or just /path?query")
     routes.set_defaults(handler=_routes)
+
+    keys = commands.add_parser("keys", help="API keys: hash one for a keys file, or make a new one",
+                               description="API keys for auth.api_keys: the keys file holds only their hashes.")
+    key_commands = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    hash_cmd = key_commands.add_parser("hash", help="print the hash of a key (for the keys file's hash:)")
+    hash_cmd.add_argument("key", metavar="KEY", nargs="?",
+                          help="the key; omit it to read one line from standard input (keeps it out of "
+                               "the shell history)")
+    hash_cmd.set_defaults(handler=_keys_hash)
+    new_cmd = key_commands.add_parser("new", help="make a random key and print it with its hash")
+    new_cmd.set_defaults(handler=_keys_new)
     return parser
+
+
+# --- keys ------------------------------------------------------------------
+
+def _keys_hash(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from fastgw.auth.api_keys import hash_key
+    key = args.key if args.key is not None else sys.stdin.readline().rstrip("\r\n")
+    if not key:
+        parser.error("keys hash: the key is empty")
+    print(hash_key(key))
+    return EXIT_OK
+
+
+def _keys_new(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from fastgw.auth.api_keys import hash_key, new_key
+    key = new_key()
+    print(f"key:  {key}\nhash: {hash_key(key)}")
+    return EXIT_OK
 
 
 # --- run -------------------------------------------------------------------

@@ -16,6 +16,10 @@ A cluster's state combines two views of each endpoint:
     degraded   some are
     unhealthy  none is
 
+JWKS (routes with auth.jwt.jwks_url): the answering worker's key set,
+healthy, degraded (serving with the last good keys) or unhealthy (never
+fetched), never required.
+
 Redis: a PING through the answering worker's own client (its command
 timeout applies), `healthy` with its round trip, or `unhealthy`. It is
 required when `redis.failure_mode` is `closed` (its routes answer 503 while
@@ -80,14 +84,16 @@ def _cluster_state(up: int, total: int) -> str:
 
 
 async def health(config, clusters: list[dict], prober: EndpointProber, draining: bool,
-                 redis_client=None) -> tuple[int, dict]:
+                 redis_client=None, key_sets=()) -> tuple[int, dict]:
     """(HTTP status, body). `clusters` is snapshot.aggregate()'s output;
-    `redis_client` the worker's RedisClient, None when no route uses Redis."""
+    `redis_client` the worker's RedisClient, None when no route uses Redis;
+    `key_sets` the answering worker's JWKS key sets (fastgw/auth/jwks.py)."""
     started = time.monotonic()
     checks = [_cluster_component(config, c, prober) for c in clusters]
     if redis_client is not None and config.redis is not None:
         checks.append(_redis_component(config, redis_client))
     components = await asyncio.gather(*checks)
+    components += [_jwks_component(keys) for keys in key_sets]
     clusters_only = [c for c in components if c["kind"] == "cluster"]
     failing_required = [c for c in components if c["state"] == "unhealthy" and c["required"]]
     all_down = bool(clusters_only) and all(c["state"] == "unhealthy" for c in clusters_only)
@@ -104,6 +110,25 @@ async def health(config, clusters: list[dict], prober: EndpointProber, draining:
         "components": components,
     }
     return (503 if status == "unhealthy" else 200), body
+
+
+def _jwks_component(keys) -> dict:
+    """A JWKS URL as the answering worker sees it: healthy (last fetch
+    good), degraded (the last fetch failed: the last good keys are in use),
+    unhealthy (never fetched: its routes answer 503). Never required: the
+    routes without JWT serve either way."""
+    state = keys.state()
+    component = {
+        "kind": "jwks",
+        "name": state["url"],
+        "state": "healthy" if not state["stale"] else "degraded" if state["keys"] else "unhealthy",
+        "required": False,
+        "keys": state["keys"],
+        "latency_ms": None,
+    }
+    if state["last_error"]:
+        component["error"] = state["last_error"]
+    return component
 
 
 async def _redis_component(config, client) -> dict:

@@ -148,7 +148,8 @@ class AdminServer:
 
     async def health(self, request: Request) -> Reply:
         status, body = await health(self.config, self.clusters(), self.prober, self.draining(),
-                                    self.worker.gateway.redis)
+                                    self.worker.gateway.redis,
+                                    tuple(getattr(self.worker.gateway, "auth_key_sets", {}).values()))
         return Reply(status, {**body, "generation": self.generation})
 
     async def show_config(self, request: Request) -> Reply:

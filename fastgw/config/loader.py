@@ -11,6 +11,8 @@ from dataclasses import replace
 
 from fastgw.config import yaml_text
 from fastgw.config.admin_section import apply_admin_env, read_admin
+from fastgw.config.auth_section import apply_edge_defaults, read_auth, redact_credentials
+from fastgw.config.edge_section import read_ip_filter, read_security_headers
 from fastgw.config.errors import ConfigError, ErrorList
 from fastgw.config.model import AdminSettings, Cluster, Config, Endpoint, Listener, Route, RouteMatch, ServerSettings, UpstreamTimeouts
 from fastgw.config.observe_section import read_observe
@@ -55,8 +57,14 @@ def build(document: object, errors: ErrorList, env: Mapping[str, str]) -> Config
     observe = read_observe(top)
     admin = read_admin(top, listeners, clusters, env)
     plugins = read_plugins(top)
+    auth = read_auth(top, on_route=False)
+    ip_filter = read_ip_filter(top)
+    security_headers = read_security_headers(top, on_route=False)
+    routes = apply_edge_defaults(top, routes, auth, security_headers)
+    observe = redact_credentials(observe, routes)
     config = Config(source=errors.source, listeners=listeners, server=server, clusters=clusters, routes=routes,
-                    redis=redis, observe=observe, admin=admin, plugins=plugins)
+                    redis=redis, observe=observe, admin=admin, plugins=plugins, auth=auth, ip_filter=ip_filter,
+                    security_headers=security_headers)
     config = _apply_env(config, env, errors)
     errors.raise_if_any()
     return config

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 
+from fastgw.config.auth_model import Auth, Cors, ForwardAuth, IpFilter, SecurityHeaders
 from fastgw.config.health_model import DnsDiscovery, EndpointsFile, HealthCheck, OutlierDetection
 
 # Safe defaults, in one place so the README's reference can quote them.
@@ -262,6 +263,13 @@ class Route:
     retries: RetryPolicy = field(default_factory=RetryPolicy)
     concurrency: Concurrency | None = None    # None: no limit on requests in flight
     plugins: tuple[PluginSpec, ...] = ()      # the route's own, after the global ones
+    # Edge security (config/auth_model.py). auth and security_headers are the
+    # route's own or, when it has none, the top-level default (resolved at load).
+    auth: Auth | None = None                  # None or Auth(): no authentication
+    ip_filter: IpFilter | None = None         # the route's list; the top-level one applies too
+    cors: Cors | None = None
+    security_headers: SecurityHeaders | None = None
+    forward_auth: ForwardAuth | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,6 +375,9 @@ class Config:
     observe: Observe = field(default_factory=Observe)  # metrics, access_log, tracing
     admin: AdminSettings = field(default_factory=AdminSettings)
     plugins: tuple[PluginSpec, ...] = ()      # top-level: on every route, before its own
+    auth: Auth | None = None                  # top-level default (already applied to routes)
+    ip_filter: IpFilter | None = None         # checked on every route, before the route's own
+    security_headers: SecurityHeaders | None = None  # top-level default (already applied to routes)
 
     def route_timeouts(self, route: Route) -> UpstreamTimeouts:
         return route.timeouts or self.clusters[route.cluster].timeouts

@@ -5,6 +5,8 @@ import math
 from dataclasses import dataclass
 from functools import partial
 
+from fastgw.config.auth_section import read_auth
+from fastgw.config.edge_section import read_cors, read_forward_auth, read_ip_filter, read_security_headers
 from fastgw.config.concurrency_section import CONCURRENCY_KEY_HOMES, read_concurrency
 from fastgw.config.errors import ErrorList, Invalid, item
 from fastgw.config.model import Cluster, HeaderOps, RateLimit, Route, RouteMatch, UpstreamTimeouts
@@ -20,7 +22,8 @@ from fastgw.config.sections import UPSTREAM_TIMEOUT_KEYS, read_upstream_timeouts
 
 ROUTE_KEYS = ("name", "match", "cluster", "strip_prefix", "rewrite_path",
               "request_headers", "response_headers", "timeouts", "rate_limits", "retries", "concurrency",
-              "plugins")
+              "plugins", "auth", "ip_filter", "cors", "security_headers",
+              "forward_auth")
 MATCH_KEYS = ("host", "path", "prefix", "methods")
 HEADER_OP_KEYS = ("add", "set", "remove")
 RATE_LIMIT_KEYS = ("key", "rate", "burst", "algorithm", "scope")
@@ -77,13 +80,19 @@ def _read_route(route: Section, index: int, clusters: dict[str, Cluster]) -> Rou
     retries = read_retries(route)
     concurrency = read_concurrency(route)
     plugins = read_plugins(route)
+    auth = read_auth(route, on_route=True)
+    ip_filter = read_ip_filter(route)
+    cors = read_cors(route)
+    security_headers = read_security_headers(route, on_route=True)
+    forward_auth = read_forward_auth(route)
     if matched.match is None:
         return None
     return Route(name=name, index=index, match=matched.match, cluster=cluster,
                  strip_prefix=strip_prefix, rewrite_path=rewrite_path,
                  request_headers=request_headers, response_headers=response_headers,
                  timeouts=timeouts, rate_limits=rate_limits, retries=retries,
-                 concurrency=concurrency, plugins=plugins)
+                 concurrency=concurrency, plugins=plugins, auth=auth, ip_filter=ip_filter, cors=cors,
+                 security_headers=security_headers, forward_auth=forward_auth)
 
 
 def _parse_cluster_ref(value: object, clusters: dict[str, Cluster]) -> str:

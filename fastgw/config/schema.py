@@ -547,9 +547,9 @@ def parse_rate(value: object) -> tuple[float, float]:
     return requests, per
 
 
-LIMIT_KEY_PARTS = ("client_ip", "route", "header:NAME")
+LIMIT_KEY_PARTS = ("client_ip", "route", "header:NAME", "consumer", "api_key")
 LIMIT_KEY_HINT = ("write client_ip, route or header:NAME, or several joined with '+', "
-                  "e.g. client_ip+header:X-Tenant")
+                  "e.g. client_ip+header:X-Tenant; or consumer / api_key (the authenticated identity) alone")
 
 
 def parse_limit_key(value: object) -> tuple[str, ...]:
@@ -566,7 +566,7 @@ def parse_limit_key(value: object) -> tuple[str, ...]:
             if not _TOKEN_RE.fullmatch(name):
                 raise Invalid(f"key part {text!r} does not name a valid header", HEADER_NAME_HINT)
             part = "header:" + name.lower()
-        elif text in ("client_ip", "route"):
+        elif text in ("client_ip", "route", "consumer", "api_key"):
             part = text
         else:
             raise Invalid(f"unknown key part {text!r}", suggestion(text, LIMIT_KEY_PARTS, "key parts"))

@@ -18,7 +18,7 @@ from fastgw.config.schema import (
 )
 
 TOP_LEVEL_KEYS = ("listeners", "server", "clusters", "routes", "redis", "metrics", "access_log", "tracing",
-                  "admin", "plugins")
+                  "admin", "plugins", "auth", "ip_filter", "security_headers")
 SERVER_KEY_HOMES = {"workers": "server", "limits": "server", "trusted_proxies": "server",
                     "rate_limit_slots": "server"}
 

@@ -85,6 +85,7 @@ from fastgw._native.codes import (
 )
 from fastgw._native.metrics import BUCKETS, METHODS, STATUS_CLASSES, MetricsTable
 from fastgw.observe.families import Family
+from fastgw.observe.auth_metrics import auth_families
 from fastgw.observe.policy_metrics import policy_families
 
 L = native.LAYOUT
@@ -111,7 +112,8 @@ def builtin_families(config) -> list[Family]:
 
 # Functions config -> [Family], in layout order: the built-in families, then
 # the policies' (retries, ejections, health, Redis, concurrency).
-FAMILY_SOURCES: list[Callable[[object], Iterable[Family]]] = [builtin_families, policy_families]
+FAMILY_SOURCES: list[Callable[[object], Iterable[Family]]] = [builtin_families, policy_families,
+                                                                  auth_families]
 
 
 class Layout:

@@ -26,6 +26,9 @@ own in fastgw_endpoint_state: the label set is fixed at config load.
 """
 from __future__ import annotations
 
+from functools import partial
+
+from fastgw.observe.auth_metrics import auth_samplers
 from fastgw.observe.families import Family
 from fastgw.policy.concurrency import records as concurrency_records
 
@@ -119,6 +122,7 @@ class PolicyMetrics:
                 if hasattr(stage, "own_counts") and id(stage) not in seen:
                     seen.add(id(stage))
                     self.samplers.append(self._concurrency(metrics, stage))
+        self.samplers += auth_samplers(metrics, gateway, partial(self._counter, metrics))
 
     def _counter(self, metrics, name, read, **labels):
         self.counters.append(_Delta(metrics.counter(name, **labels), read))

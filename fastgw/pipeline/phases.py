@@ -47,10 +47,10 @@ PHASES = (
               "400, 413, 414, 431, 505; a plugin's answer"),
     PhaseInfo(Phase.ROUTE, "native", "host + method + path in the compiled table, path parameters",
               "404, 405"),
-    PhaseInfo(Phase.ACCESS, "stages", "plugins' on_access (authentication and authorization go here)",
-              "a plugin's answer, 401, 403"),
-    PhaseInfo(Phase.ADMISSION, "stages", "local rate limits (native), Redis rate limits, concurrency slots",
-              "429, 503"),
+    PhaseInfo(Phase.ACCESS, "stages", "IP allow/deny, CORS preflights, authentication (JWT, API keys) and "
+              "scopes, forward auth, plugins' on_access", "a plugin's answer, a preflight's, 401, 403, 503, 504"),
+    PhaseInfo(Phase.ADMISSION, "stages", "local rate limits (native), consumer-keyed limits, Redis rate limits, "
+              "concurrency slots", "429, 503"),
     PhaseInfo(Phase.REQUEST_BODY, "native", "body streamed with backpressure, size limit", "413"),
     PhaseInfo(Phase.UPSTREAM_SELECT, "native", "load balancer over healthy endpoints, circuit breaker",
               "503"),

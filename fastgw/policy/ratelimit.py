@@ -82,6 +82,8 @@ class RouteLimiter(_native.RouteLimiter):
             raise ValueError(f"route {route.name!r} has no rate limits")
         compiled = []
         for position, limit in enumerate(route.rate_limits):
+            if _identity(limit):
+                continue  # counted by policy/consumer_limit.py once auth has run
             if limit.scope != "local":
                 raise ValueError(f"rate limit scope {limit.scope!r} is not implemented")
             native = Limit(table, limit_id(route, position), limit.algorithm,
@@ -91,9 +93,19 @@ class RouteLimiter(_native.RouteLimiter):
         self.route = route
 
 
+def _identity(limit: RateLimit) -> bool:
+    return "consumer" in limit.key or "api_key" in limit.key
+
+
 def has_local_limits(route: Route) -> bool:
     """Redis-scoped limits are an admission stage instead (fastgw/policy/redis_limit.py)."""
     return any(limit.scope == "local" for limit in route.rate_limits)
+
+
+def has_native_limits(route: Route) -> bool:
+    """Local limits the native RouteLimiter counts (identity-keyed ones are
+    a Python stage: fastgw/policy/consumer_limit.py)."""
+    return any(limit.scope == "local" and not _identity(limit) for limit in route.rate_limits)
 
 
 def create_table(config: Config) -> LimitTable | None:
@@ -108,7 +120,7 @@ def build_limiters(config: Config, table: LimitTable | None) -> dict[int, RouteL
     """route.index -> RouteLimiter, for the routes that have local limits."""
     limiters = {}
     for route in config.routes:
-        if has_local_limits(route):
+        if has_native_limits(route):
             if table is None:
                 raise ValueError("routes have rate limits but no LimitTable was created")
             limiters[route.index] = RouteLimiter(route, table, config.server.trusted_proxies)

@@ -124,6 +124,8 @@ class Gateway(GatewayCore):
         self.deadlines.close()
         for stage in self.redis_stages.values():
             stage.close()
+        for keys in self.auth_key_sets.values():
+            keys.close()  # JWKS refresh timers
         if self.redis is not None:
             self.redis.close()
         for cluster in self.clusters.values():
