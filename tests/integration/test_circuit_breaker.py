@@ -33,14 +33,26 @@ def trip(gw, up) -> None:
         assert resp.status == 500, resp.describe()  # the upstream's own 500, passed through
 
 
+_barriers = 0
+
+
 def assert_refused(gw, up, path: str = "/fixed") -> None:
-    before = len(up.requests)
+    global _barriers
+    before = len(up.heads)
     resp = http_request(gw.port, "GET", path)
     err = assert_gateway_error(resp, 503, "circuit_open")
     assert "main" in err["message"]
     assert resp.header("retry-after") == "1"  # ceil of at most 0.5 s
-    time.sleep(0.05)
-    assert len(up.requests) == before, "a request went to the upstream while the circuit was open"
+    # A positive barrier instead of a sleep: a later request to the same
+    # upstream through the breaker-less cluster. Once the upstream has its
+    # head, a refused request the gateway had forwarded (before answering)
+    # would have arrived too; the barrier is the only new head.
+    _barriers += 1
+    barrier = f"/plain/barrier-{_barriers}"
+    assert http_request(gw.port, "GET", barrier).status == 200
+    assert up.wait_for(lambda: any(r.target == barrier for r in up.heads))
+    assert [r.target for r in up.heads[before:]] == [barrier], \
+        "a request went to the upstream while the circuit was open"
 
 
 @pytest.mark.timeout(30)
@@ -74,11 +86,11 @@ def test_a_failing_probe_reopens(breaker_gateway):
     time.sleep(OPEN_FOR + 0.1)
     resp = http_request(gw.port, "GET", "/status/503")  # the probe fails
     assert resp.status == 503 and resp.header("retry-after") is None, resp.describe()
-    assert len(up.requests) == 4
+    assert len(up.requests) == 5  # 3 failures, 1 barrier, the probe
     assert_refused(gw, up)
     time.sleep(OPEN_FOR + 0.1)
     assert http_request(gw.port, "GET", "/fixed").status == 200
-    assert len(up.requests) == 5
+    assert len(up.requests) == 7  # + a barrier, the probe
 
 
 @pytest.mark.timeout(30)

@@ -29,18 +29,27 @@ def traffic_config(upstream_url: str, dead_url: str) -> dict:
     }
 
 
-async def _requests(port: int, plan: list[bytes], connections: int, workers: int = 1) -> tuple[list[int], int]:
+async def _requests(port: int, plan: list[bytes], connections: int, workers: int = 1,
+                    body_bytes: dict | None = None) -> tuple[list[int], int]:
     """Send every request of `plan` over keep-alive connections spread over
     `workers` workers (`connections` per worker); the statuses, and how many
-    connections were opened (each answered one probe GET /users/probe first)."""
+    connections were opened (each answered one probe GET /users/probe first).
+    `body_bytes`, when given, gets the body bytes of the 2xx answers (the
+    upstream's: local replies are 4xx/5xx here) the client read, per first
+    path segment ("users" for /users/...), probes included."""
     queue = list(plan)
     statuses: list[int] = []
-    conns, opened = await connections_on_each_worker(port, workers, connections, "/users/probe")
+    probes: list[int] = []
+    conns, opened = await connections_on_each_worker(port, workers, connections, "/users/probe",
+                                                     body_bytes=probes)
+    if body_bytes is not None:
+        body_bytes["users"] = body_bytes.get("users", 0) + sum(probes)
 
     async def one(reader, writer):
         try:
             while queue:
-                writer.write(queue.pop())
+                request = queue.pop()
+                writer.write(request)
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
                 length = 0
                 for line in head.split(b"\r\n"):
@@ -48,6 +57,9 @@ async def _requests(port: int, plan: list[bytes], connections: int, workers: int
                         length = int(line[15:])
                 await reader.readexactly(length)
                 statuses.append(int(head[9:12]))
+                if body_bytes is not None and 200 <= statuses[-1] < 300:
+                    segment = request.split(b" ", 2)[1].split(b"/")[1].decode()
+                    body_bytes[segment] = body_bytes.get(segment, 0) + length
         finally:
             writer.close()
 
@@ -67,8 +79,10 @@ def _post(path: str, body: bytes) -> bytes:
 def test_figures_after_known_traffic_across_two_workers(upstream, gateway_factory, monkeypatch, tmp_path):
     dump = enable_dump(monkeypatch, tmp_path)
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    launched = time.time()
     gw = gateway_factory(traffic_config(upstream.url, dead), workers=WORKERS)
-    assert len(gw.wait_children(WORKERS)) == WORKERS
+    workers = gw.wait_children(WORKERS)
+    assert len(workers) == WORKERS
     body = b"x" * 1000
     plan = ([_get(f"/users/{i}") for i in range(120)]
             + [_post("/orders", body) for _ in range(30)]
@@ -76,7 +90,9 @@ def test_figures_after_known_traffic_across_two_workers(upstream, gateway_factor
             + [_get(f"/no/such/path/{i}") for i in range(25)]                    # 404
             + [b"PROPFIND /users/pot HTTP/1.1\r\nHost: t\r\n\r\n"] * 3       # "other" method
             + [_get("/broken/x")] * 4)                                           # 502 connect
-    statuses, opened = asyncio.run(_requests(gw.port, plan, connections=6, workers=WORKERS))
+    received: dict[str, int] = {}
+    statuses, opened = asyncio.run(_requests(gw.port, plan, connections=6, workers=WORKERS,
+                                             body_bytes=received))
     assert len(statuses) == len(plan)
     # Both workers served: each process stamps its own request-id prefix.
     prefixes = {r.header("x-request-id").rsplit("-", 1)[0] for r in upstream.requests
@@ -95,7 +111,12 @@ def test_figures_after_known_traffic_across_two_workers(upstream, gateway_factor
     assert m.total("fastgw_requests_total") == len(plan) + probes
     assert m.get_value("fastgw_request_bytes_total", route="orders") == 30 * len(body)
     # The echo upstream's bodies: what the upstream sent is what the metrics say went out.
-    assert m.get_value("fastgw_response_bytes_total", route="users") > 0
+    # Upstream answers only (no local error reply on this route): every body
+    # byte the client read is one the metric counted, no more.
+    assert received["users"] > 123 * 50
+    assert m.get_value("fastgw_response_bytes_total", route="users") == received["users"]
+    assert m.get_value("fastgw_response_bytes_total", route="orders") == received["orders"]
+    assert m.get_value("fastgw_response_bytes_total", route="broken") == 0   # local 502s only
     assert m.get_value("fastgw_request_duration_seconds_count", route="users") == 123 + probes
     assert m.get_value("fastgw_request_duration_seconds_bucket", route="users", le="+Inf") == 123 + probes
     assert m.get_value("fastgw_upstream_duration_seconds_count", route="orders") == 30
@@ -115,7 +136,9 @@ def test_figures_after_known_traffic_across_two_workers(upstream, gateway_factor
     assert m.get_value("fastgw_client_connections") == 0
     assert m.get_value("fastgw_client_connections_total") == opened + 1  # + the harness's readiness probe
     assert m.get_value("fastgw_workers") == WORKERS
-    assert m.get_value("fastgw_uptime_seconds") > 0
+    uptime = m.get_value("fastgw_uptime_seconds")
+    assert 0 < uptime <= time.time() - launched, (uptime, time.time() - launched)
+    assert launched <= m.get_value("fastgw_start_time_seconds") <= time.time()
     assert len(m.matching("fastgw_build_info")) == 1
     # Both workers' resources, summed: each has at least tens of MiB resident and a few fds.
     assert m.get_value("fastgw_process_resident_memory_bytes") > WORKERS * 10 * 2**20
@@ -127,7 +150,11 @@ def test_figures_after_known_traffic_across_two_workers(upstream, gateway_factor
         for _ in range(50):
             http_request(gw.port, "GET", "/users/cpu")
         m = scrape(gw, dump)
-    assert m.get_value("fastgw_process_cpu_seconds_total") > 0
+    # Never more than the workers really used (read from /proc after the scrape).
+    ticks = os.sysconf("SC_CLK_TCK")
+    used = sum(sum(int(v) for v in open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[11:13])
+               for pid in workers) / ticks
+    assert 0 < m.get_value("fastgw_process_cpu_seconds_total") <= used + 0.01, used
 
 
 @pytest.mark.timeout(60)

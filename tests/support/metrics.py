@@ -60,13 +60,14 @@ def scrape(gw, path: Path) -> Samples:
 
 
 async def connections_on_each_worker(port: int, workers: int, per_worker: int, probe_path: str,
-                                     attempts: int = 400):
+                                     attempts: int = 400, body_bytes: list | None = None):
     """Open keep-alive connections until each of `workers` workers holds
     `per_worker` of them (a worker is told by the request-id prefix it
     stamps on the answer to one GET `probe_path` per connection). Accepts on
     a shared socket are not spread evenly, so a test that must load every
     worker asks for it. Returns (connections, connections opened in all);
-    the extra ones are closed."""
+    the extra ones are closed. `body_bytes`, when given, gets the length of
+    every probe's response body."""
     import asyncio
 
     by_worker: dict[bytes, list] = {}
@@ -81,6 +82,8 @@ async def connections_on_each_worker(port: int, workers: int, per_worker: int, p
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
         length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
         await reader.readexactly(length)
+        if body_bytes is not None:
+            body_bytes.append(length)
         prefix = head.lower().split(b"x-request-id: ")[1].split(b"-")[0]
         group = by_worker.setdefault(prefix, [])
         (group if len(group) < per_worker else extra).append((reader, writer))
