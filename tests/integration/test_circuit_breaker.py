@@ -108,3 +108,38 @@ def test_refused_port_opens_the_circuit(gateway_factory):
     # A request with a body is refused the same way.
     resp = http_request(gw.port, "POST", "/x", body=b"hello")
     assert_gateway_error(resp, 503, "circuit_open")
+
+
+def _ratio_gateway(gateway_factory, upstream, **breaker):
+    return gateway_factory({
+        "clusters": {"main": cluster(upstream.url, circuit_breaker={"open_for": "30s", **breaker})},
+        "routes": [route("all", "main", prefix="/", retries="off")],   # each request one try
+    })
+
+
+@pytest.mark.timeout(30)
+def test_failure_ratio_opens_on_the_share_of_the_last_window(upstream, gateway_factory):
+    gw = _ratio_gateway(gateway_factory, upstream, failure_ratio=0.6, window=10, min_requests=10)
+    # Alternating: 5 of the last 10 failed, below 0.6, and never two in a row.
+    for i in range(10):
+        status = http_request(gw.port, "GET", "/fixed" if i % 2 == 0 else "/status/500").status
+        assert status == (200 if i % 2 == 0 else 500)
+    # One more failure pushes the oldest success out: 6 of the last 10 -> open.
+    assert http_request(gw.port, "GET", "/status/500").status == 500
+    assert len(upstream.requests) == 11
+    resp = http_request(gw.port, "GET", "/fixed")
+    assert_gateway_error(resp, 503, "circuit_open")
+    assert resp.header("retry-after") in {"29", "30"}
+    assert len(upstream.requests) == 11, "the open circuit let a request through"
+    assert "'main' opened (6 of the last 10 requests failed)" in gw.stderr()
+
+
+@pytest.mark.timeout(30)
+def test_failure_ratio_waits_for_min_requests(upstream, gateway_factory):
+    gw = _ratio_gateway(gateway_factory, upstream, failure_ratio=0.5, window=20, min_requests=10)
+    for _ in range(9):          # all fail, but fewer than min_requests are counted
+        assert http_request(gw.port, "GET", "/status/503").status == 503
+    assert http_request(gw.port, "GET", "/status/503").status == 503    # the 10th opens it
+    assert_gateway_error(http_request(gw.port, "GET", "/fixed"), 503, "circuit_open")
+    assert len(upstream.requests) == 10
+    assert "'main' opened (10 of the last 10 requests failed)" in gw.stderr()
