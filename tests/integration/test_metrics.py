@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import time
 
@@ -127,13 +128,13 @@ def test_figures_after_known_traffic_across_two_workers(upstream, gateway_factor
     dead_ep = dead.removeprefix("http://")
     assert m.get_value("fastgw_upstream_errors_total", cluster="dead", endpoint=dead_ep, kind="connect") == 4
     assert m.get_value("fastgw_upstream_errors_total", cluster="users", endpoint=ep, kind="connect") == 0
-    created = m.get_value("fastgw_upstream_connections_created_total", cluster="users", endpoint=ep)
+    created = m.get_value("fastgw_upstream_connections_opened_total", cluster="users", endpoint=ep)
     assert 1 <= created <= 12 * 2
     assert m.get_value("fastgw_upstream_connections", cluster="users", endpoint=ep, state="busy") == 0
     assert m.get_value("fastgw_upstream_connections", cluster="users", endpoint=ep, state="idle") == created
 
     assert m.get_value("fastgw_requests_in_flight") == 0
-    assert m.get_value("fastgw_client_connections") == 0
+    assert m.get_value("fastgw_client_connections_active") == 0
     assert m.get_value("fastgw_client_connections_total") == opened + 1  # + the harness's readiness probe
     assert m.get_value("fastgw_workers") == WORKERS
     uptime = m.get_value("fastgw_uptime_seconds")
@@ -141,12 +142,12 @@ def test_figures_after_known_traffic_across_two_workers(upstream, gateway_factor
     assert launched <= m.get_value("fastgw_start_time_seconds") <= time.time()
     assert len(m.matching("fastgw_build_info")) == 1
     # Both workers' resources, summed: each has at least tens of MiB resident and a few fds.
-    assert m.get_value("fastgw_process_resident_memory_bytes") > WORKERS * 10 * 2**20
-    assert m.get_value("fastgw_process_open_fds") >= WORKERS * 4
+    assert m.get_value("process_resident_memory_bytes") > WORKERS * 10 * 2**20
+    assert m.get_value("process_open_fds") >= WORKERS * 4
     # CPU time is read in clock ticks (10 ms): two workers that served a few
     # hundred requests may not have used one yet. More traffic, bounded.
     deadline = time.monotonic() + 20
-    while m.get_value("fastgw_process_cpu_seconds_total") == 0 and time.monotonic() < deadline:
+    while m.get_value("process_cpu_seconds_total") == 0 and time.monotonic() < deadline:
         for _ in range(50):
             http_request(gw.port, "GET", "/users/cpu")
         m = scrape(gw, dump)
@@ -154,7 +155,7 @@ def test_figures_after_known_traffic_across_two_workers(upstream, gateway_factor
     ticks = os.sysconf("SC_CLK_TCK")
     used = sum(sum(int(v) for v in open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[11:13])
                for pid in workers) / ticks
-    assert 0 < m.get_value("fastgw_process_cpu_seconds_total") <= used + 0.01, used
+    assert 0 < m.get_value("process_cpu_seconds_total") <= used + 0.01, used
 
 
 @pytest.mark.timeout(60)
@@ -172,7 +173,7 @@ def test_duration_histogram_buckets_and_in_flight(upstream, gateway_factory, mon
     assert upstream.wait_for(lambda: any(r.path == "/hang" for r in upstream.heads))
     m = scrape(gw, dump)
     assert m.get_value("fastgw_requests_in_flight") == 1
-    assert m.get_value("fastgw_client_connections") == 1
+    assert m.get_value("fastgw_client_connections_active") == 1
     for family in ("fastgw_request_duration_seconds", "fastgw_upstream_duration_seconds"):
         for bound in ("0.1", "0.25"):  # below the 0.3 s delay: empty
             assert m.get_value(f"{family}_bucket", route="slow", le=bound) == 0, (family, bound)
@@ -185,11 +186,11 @@ def test_duration_histogram_buckets_and_in_flight(upstream, gateway_factory, mon
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         m = scrape(gw, dump)
-        if m.get_value("fastgw_requests_in_flight") == 0 and m.get_value("fastgw_client_connections") == 0:
+        if m.get_value("fastgw_requests_in_flight") == 0 and m.get_value("fastgw_client_connections_active") == 0:
             break
         time.sleep(0.05)
     assert m.get_value("fastgw_requests_in_flight") == 0
-    assert m.get_value("fastgw_client_connections") == 0
+    assert m.get_value("fastgw_client_connections_active") == 0
     # The client went away before a response: status "none".
     assert m.get_value("fastgw_requests_total", route="hang", method="GET", status="none") == 1
 
@@ -289,7 +290,7 @@ def test_a_dead_workers_counters_stay_and_its_gauges_clear(upstream, gateway_fac
     # new worker has seen it close (bounded) before reading its gauges.
     deadline = time.monotonic() + 10
     m = scrape(gw, dump)
-    while m.get_value("fastgw_client_connections") != 0 and time.monotonic() < deadline:
+    while m.get_value("fastgw_client_connections_active") != 0 and time.monotonic() < deadline:
         time.sleep(0.05)
         m = scrape(gw, dump)
     # Counters went on from the dead worker's figures (its slot was reused).
@@ -298,7 +299,7 @@ def test_a_dead_workers_counters_stay_and_its_gauges_clear(upstream, gateway_fac
     assert m.get_value("fastgw_streams_active", kind="sse") == 0
     assert m.get_value("fastgw_streams_closed_total", kind="sse") == 1
     assert m.get_value("fastgw_requests_in_flight") == 0
-    assert m.get_value("fastgw_client_connections") == 0
+    assert m.get_value("fastgw_client_connections_active") == 0
     sse.close()
 
 
@@ -339,3 +340,39 @@ def test_metrics_off(upstream, gateway_factory, monkeypatch, tmp_path):
     assert not dump.exists()
     assert "metrics are off" in gw.stderr()
     assert http_request(gw.port, "GET", "/users/x").status == 200
+
+
+@pytest.mark.timeout(60)
+def test_every_family_name_reads_the_same_to_openmetrics_parsers(upstream, gateway_factory, redis_server):
+    """/metrics of a gateway that declares every kind of family (circuit,
+    outlier, health, retries, concurrency, local and Redis limits, streams,
+    reloads): no name clash once counters lose `_total`, no reserved suffix,
+    the standard process_* names, and the status label's documented values."""
+    config = {
+        "redis": {"url": redis_server.url},
+        "clusters": {"users": cluster(upstream.url, circuit_breaker={"failures": 3},
+                                      outlier_detection={"consecutive_5xx": 3},
+                                      health_check={"path": "/fixed", "interval": "1s"},
+                                      concurrency={"max_in_flight": 50})},
+        "routes": [route("local", "users", prefix="/local",
+                         rate_limits=[{"key": "route", "rate": "1000/s"}]),
+                   route("shared", "users", prefix="/shared",
+                         rate_limits=[{"key": "route", "rate": "1000/s", "scope": "redis"}],
+                         concurrency={"max_in_flight": 10}),
+                   route("all", "users", prefix="/")],
+    }
+    gw = gateway_factory(config)
+    for path in ("/local/a", "/shared/b", "/status/404", "/status/500"):
+        http_request(gw.port, "GET", path)
+    time.sleep(1.2)   # policy figures are copied once a second
+    from support.metrics import check_names
+    text = http_request(gw.admin_port, "GET", "/metrics").body.decode()
+    names = {f.name for f in check_names(text)}
+    for standard in ("process_resident_memory_bytes", "process_cpu_seconds", "process_open_fds",
+                     "process_start_time_seconds"):
+        assert standard in names, standard
+    assert not {n for n in names if n.startswith("fastgw_process_")}
+    assert {"fastgw_client_connections", "fastgw_client_connections_active",
+            "fastgw_upstream_connections", "fastgw_upstream_connections_opened"} <= names
+    statuses = set(re.findall(r'fastgw_requests_total\{[^}]*status="([^"]+)"', text))
+    assert statuses <= {"none", "1xx", "2xx", "3xx", "4xx", "5xx"} and {"2xx", "4xx", "5xx"} <= statuses
