@@ -65,7 +65,7 @@ from fastgw.config.schema import format_address
 from fastgw.observe.metrics import create_metrics, render_prometheus
 from fastgw.policy import concurrency
 from fastgw.policy.ratelimit import create_table
-from fastgw.proxy.gateway import setup_logging
+from fastgw.observe import process_log
 from fastgw.server.board import StatusBoard
 # Imported here, before any fork: a worker that had to import its modules
 # itself would start (and take over after a reload) that much later.
@@ -99,7 +99,7 @@ class ListenError(Exception):
 def serve(config: Config, reloader: Callable[[], Config] | None = None) -> int:
     """Run the gateway until drained. `reloader` loads and validates the
     config again (raising ConfigError); None when there is no file to reload."""
-    setup_logging()
+    process_log.install()
     # From the start: a SIGHUP or SIGTERM while binding waits for the loop
     # instead of killing the master by the default action.
     signal.pthread_sigmask(signal.SIG_BLOCK, BLOCKED)
