@@ -2,6 +2,7 @@
 
     fastgw run --config gateway.yaml [--workers N]
     fastgw run --upstream http://127.0.0.1:9001 [--listen HOST:PORT] [--workers N] [--upstream-timeout 30s]
+    fastgw run ... [--log-format text|json] [--log-level debug|info|warning|error]
     fastgw check --config gateway.yaml
     fastgw routes --config gateway.yaml GET http://api.example.com/users/7
     fastgw --version
@@ -11,6 +12,7 @@ Exit codes: 0 ok, 1 config errors, 2 usage errors (and `routes` with no match).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
@@ -21,6 +23,7 @@ from fastgw.config import Config, ConfigError, from_command_line, load, with_wor
 from fastgw.config.errors import Invalid
 from fastgw.config.model import CircuitBreaker, Cluster, Concurrency, HeaderOps, RateLimit, Route
 from fastgw.config.schema import format_address, parse_duration, parse_workers, percent_encode_path
+from fastgw.observe import process_log
 
 if TYPE_CHECKING:  # the real import is deferred: it needs the native router
     from fastgw.proxy.routing import RouteTable
@@ -70,6 +73,11 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="worker processes, or 'auto' for one per core (overrides the file and $FASTGW_WORKERS)")
     run.add_argument("--upstream-timeout", metavar="SECONDS", type=_flag_type(parse_duration),
                      help="with --upstream: how long to wait for the response head, e.g. 30 or 30s")
+    run.add_argument("--log-format", choices=process_log.FORMATS,
+                     help="process log: text on stderr, or JSON lines on stdout (default: $FASTGW_LOG_FORMAT, "
+                          "else json when stdout is not a terminal, text when it is)")
+    run.add_argument("--log-level", choices=process_log.LEVELS,
+                     help="least severe process-log level written (default: $FASTGW_LOG_LEVEL or info)")
     run.set_defaults(handler=_run)
 
     check = commands.add_parser("check", help="validate a config file and exit",
@@ -126,6 +134,13 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("run: --upstream-timeout is for --upstream; with --config set timeouts in the file")
     if not args.config and not args.upstream:
         parser.error("run: give --config FILE, or --upstream URL to proxy everything to one server")
+    try:
+        log_format = process_log.choose(args.log_format, os.environ, "FASTGW_LOG_FORMAT", process_log.FORMATS,
+                                        process_log.default_format())
+        log_level = process_log.choose(args.log_level, os.environ, "FASTGW_LOG_LEVEL", process_log.LEVELS, "info")
+    except ValueError as error:
+        parser.error(f"run: {error}")
+    process_log.select(log_format, log_level)     # installed by serve()
     def load_file() -> Config:
         config = load(args.config)
         if args.workers is not None:

@@ -6,6 +6,7 @@
 #
 # On Debian/Ubuntu (as root, or with sudo) it installs missing system
 # packages: curl, redis-server (the Redis rate-limit tests start a real one),
+# prometheus (for promtool, which checks the shipped alert rules),
 # a C toolchain and Python headers (the Cython extensions are compiled at
 # install time), and python3-venv. It then creates .venv in the
 # repository if absent, installs fastgw editable with its test extras into
@@ -23,6 +24,8 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v redis-server >/dev/null 2>&1 || [ -x /usr/sbin/redis-server ] || [ -x /usr/bin/redis-server ] \
     || missing+=(redis-server)
 command -v gcc >/dev/null 2>&1 || missing+=(build-essential)
+# promtool checks packaging/prometheus/fastgw-alerts.yaml (Debian ships it in prometheus).
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if command -v "$PYTHON" >/dev/null 2>&1; then
     # venv with ensurepip (Debian splits it into python3-venv).
     "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)

@@ -18,13 +18,13 @@ import signal
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Awaitable, Callable
 
 import httptools
 import orjson
 
 from fastgw.admin.health import EndpointProber, health, readiness
+from fastgw.admin.openapi import served_document
 from fastgw.admin.snapshot import aggregate
 from fastgw.admin.views import config_view, routes_view
 from fastgw.observe.metrics import CONTENT_TYPE, render_prometheus
@@ -174,7 +174,7 @@ class AdminServer:
         return Reply(200, text, content_type=CONTENT_TYPE.encode())
 
     async def openapi(self, request: Request) -> Reply:
-        return Reply(200, openapi_document())
+        return Reply(200, served_document(self.config.admin, request.headers.get(b"host")))
 
     # -- control --------------------------------------------------------------------
     async def reload(self, request: Request) -> Reply:
@@ -250,14 +250,6 @@ def reload_metrics(header) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-_OPENAPI: bytes | None = None
-
-
-def openapi_document() -> bytes:
-    global _OPENAPI
-    if _OPENAPI is None:
-        _OPENAPI = resources.files("fastgw.admin").joinpath("openapi.json").read_bytes()
-    return _OPENAPI
 
 
 class AdminConnection(asyncio.Protocol):

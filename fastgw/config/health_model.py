@@ -62,6 +62,7 @@ class DnsDiscovery:
     name: str
     port: int
     interval: float = DEFAULT_DNS_INTERVAL
+    resolver: tuple[str, int] | None = None    # a DNS server to ask instead of the system resolver
 
 
 @dataclass(frozen=True, slots=True)

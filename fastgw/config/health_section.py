@@ -12,6 +12,7 @@ record errors with their key paths, like every other section reader.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from functools import partial
@@ -21,7 +22,7 @@ from fastgw.config.endpoints_file import EndpointsFileError, read_endpoints_file
 from fastgw.config.errors import Invalid
 from fastgw.config.model import Endpoint
 from fastgw.config.reader import Section
-from fastgw.config.schema import _HOSTNAME_RE, describe, parse_duration, parse_int, parse_port
+from fastgw.config.schema import _HOSTNAME_RE, describe, parse_address, parse_duration, parse_int, parse_port
 
 HEALTH_KEYS = ("health_check", "outlier_detection", "panic_threshold")
 DISCOVERY_KEYS = ("dns", "endpoints_file")
@@ -29,7 +30,7 @@ HEALTH_CHECK_KEYS = ("path", "interval", "timeout", "healthy_threshold", "unheal
                      "expected_statuses", "host")
 OUTLIER_KEYS = ("consecutive_5xx", "consecutive_connect_failures", "base_ejection", "max_ejection",
                 "max_ejected_percent")
-DNS_KEYS = ("name", "port", "interval")
+DNS_KEYS = ("name", "port", "interval", "resolver")
 FILE_KEYS = ("path", "interval")
 
 SOURCES_HINT = "give exactly one of endpoints (a static list), dns ({name, port}) or endpoints_file (a path)"
@@ -128,6 +129,23 @@ def parse_dns_port(value: object) -> int:
     return parse_port(str(value).strip(), PORT_HINT)
 
 
+RESOLVER_HINT = "write the DNS server's IP address and port, e.g. 127.0.0.1:53 or [::1]:5353"
+
+
+def parse_dns_resolver(value: object) -> tuple[str, int]:
+    """`dns.resolver`: a DNS server's `ip:port` (an IP: resolving the resolver
+    would need a resolver)."""
+    try:
+        host, port = parse_address(value)
+    except Invalid as invalid:
+        raise Invalid(invalid.problem, RESOLVER_HINT) from None
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise Invalid(f"{host!r} is not an IP address", RESOLVER_HINT) from None
+    return host, port
+
+
 FILE_PATH_HINT = "write the path of a YAML or JSON list of endpoints, e.g. /etc/fastgw/users-endpoints.json"
 
 
@@ -173,9 +191,10 @@ def _read_dns(cluster: Section) -> hm.DnsDiscovery | None:
     name = section.require("name", parse_dns_name, "", DNS_NAME_HINT)
     port = section.require("port", parse_dns_port, 0, PORT_HINT)
     interval = section.parse("interval", parse_duration, hm.DEFAULT_DNS_INTERVAL)
+    resolver = section.parse("resolver", parse_dns_resolver, None)
     if not name or not port:
         return None
-    return hm.DnsDiscovery(name=name, port=port, interval=interval)
+    return hm.DnsDiscovery(name=name, port=port, interval=interval, resolver=resolver)
 
 
 def _read_endpoints_file(cluster: Section) -> hm.EndpointsFile | None:

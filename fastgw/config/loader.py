@@ -139,15 +139,20 @@ def from_command_line(
     errors.raise_if_any()
 
     cluster = Cluster(name="default", endpoints=(Endpoint(host=upstream_host, port=upstream_port),), timeouts=timeouts)
-    return Config(
+    config = Config(
         source=COMMAND_LINE,
         listeners=(Listener(name="default", host=host, port=port),),
         server=ServerSettings(workers=worker_count),
         clusters={"default": cluster},
         routes=(Route(name="default", index=0, match=RouteMatch(prefix="/"), cluster="default"),),
-        # Quick-start mode: no admin listener (and no file to reload).
+        # Quick-start mode: no admin listener (and no file to reload) unless
+        # FASTGW_ADMIN=host:port asks for one, so the simplest deployment can
+        # be probed and scraped too.
         admin=AdminSettings(enabled=False),
     )
+    config = apply_admin_env(config, env, errors)
+    errors.raise_if_any()
+    return config
 
 
 def _flag_or_env(flag: str, value: object, variable: str, env: Mapping[str, str], default: object) -> tuple[str, object]:

@@ -107,10 +107,28 @@ class _MarkedProblem(yaml.constructor.ConstructorError):
         self.hint = hint
 
 
+# Constructs PyYAML only finds unfinished once it has read past them: an
+# unclosed [ or {, an unterminated quote, a key without ':'. The problem mark
+# is then where the reader gave up, usually the start of the next line (or
+# the end of the file), one line or more after the mistake; the context mark
+# is where the construct began, which is where the user has to look.
+_STARTED_EARLIER = {"flow sequence": "the [ list that starts here is not closed",
+                    "flow mapping": "the { mapping that starts here is not closed",
+                    "quoted scalar": "the quoted string that starts here is not closed",
+                    "simple key": "the key that starts here has no ':' after it"}
+
+
+def _where(mark) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}"
+
+
 def _problem_of(error: yaml.YAMLError, text: str) -> YamlProblem:
-    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    problem_mark = getattr(error, "problem_mark", None)
+    context_mark = getattr(error, "context_mark", None)
+    context = getattr(error, "context", None)
+    mark = problem_mark or context_mark
     if mark is not None:
-        where = f"line {mark.line + 1}, column {mark.column + 1}"
+        where = _where(mark)
     elif isinstance(error, yaml.reader.ReaderError):
         where = _position(text, error.position)
     else:
@@ -120,8 +138,13 @@ def _problem_of(error: yaml.YAMLError, text: str) -> YamlProblem:
             if isinstance(error.character, int) else str(error.reason)
     else:
         problem = getattr(error, "problem", None) or str(error)
-        context = getattr(error, "context", None)
-        problem = f"{problem}, {context}" if context else problem
+        if (context and problem_mark is not None and context_mark is not None
+                and context_mark.line < problem_mark.line
+                and (started := next((text for c, text in _STARTED_EARLIER.items() if c in context), None))):
+            where = _where(context_mark)
+            problem = f"{started} ({problem} at {_where(problem_mark)})"
+        elif context:
+            problem = f"{problem}, {context}"
     return YamlProblem(where, f"invalid YAML: {problem}", getattr(error, "hint", YAML_HINT))
 
 

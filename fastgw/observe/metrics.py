@@ -21,18 +21,20 @@ Series (seconds, bytes; `fastgw_` prefix)
     fastgw_request_duration_seconds{route}          histogram: request head read -> last byte written
     fastgw_upstream_duration_seconds{route}         histogram: one use of an endpoint, checkout -> release
     fastgw_request_bytes_total{route}, fastgw_response_bytes_total{route}   body bytes
-    fastgw_requests_in_flight, fastgw_client_connections (gauges), fastgw_client_connections_total
+    fastgw_requests_in_flight, fastgw_client_connections_active (gauges), fastgw_client_connections_total
     fastgw_upstream_requests_total{cluster,endpoint}
     fastgw_upstream_errors_total{cluster,endpoint,kind}  kind: connect, timeout, reset, bad_response
     fastgw_upstream_connections{cluster,endpoint,state}  gauge, state: idle, busy (sampled each second)
-    fastgw_upstream_connections_created_total{cluster,endpoint}
+    fastgw_upstream_connections_opened_total{cluster,endpoint}
     fastgw_circuit_state{cluster,state}             gauge: workers whose breaker is in that state
     fastgw_rate_limit_decisions_total{route,result} result: allowed, denied
     fastgw_streams_opened_total{kind}, fastgw_streams_closed_total{kind}, fastgw_streams_active{kind}
                                                     kind: sse, websocket
     fastgw_build_info{version,python}, fastgw_start_time_seconds, fastgw_uptime_seconds, fastgw_workers
-    fastgw_process_resident_memory_bytes, fastgw_process_cpu_seconds_total, fastgw_process_open_fds
-                                                    workers' processes, summed (sampled each second)
+    process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds
+                                                    the standard names (stock dashboards work), but the
+                                                    workers' processes summed (sampled each second);
+    process_start_time_seconds                      the master's start
 
 Serving /metrics (the admin listener)
     shared = create_metrics(config, workers)    # the master, before forking
@@ -98,11 +100,11 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def builtin_families(config) -> list[Family]:
-    return [Family("fastgw_process_resident_memory_bytes", "gauge",
-                   "Resident memory of the worker processes, summed (sampled each second)."),
-            Family("fastgw_process_cpu_seconds_total", "counter",
+    return [Family("process_resident_memory_bytes", "gauge",
+                   "Resident memory of the worker processes, summed over them (sampled each second)."),
+            Family("process_cpu_seconds_total", "counter",
                    "CPU time (user + system) of the worker processes, past ones included.", scale=1000),
-            Family("fastgw_process_open_fds", "gauge", "Open file descriptors of the worker processes."),
+            Family("process_open_fds", "gauge", "Open file descriptors of the worker processes, summed over them."),
             Family("fastgw_circuit_state", "gauge",
                    "Workers whose circuit breaker for the cluster is in this state.",
                    labels=("cluster", "state"),
@@ -270,8 +272,8 @@ class ProcessMetrics:
     def _sample_process(self) -> None:
         if self._process_cells is None:
             cells = [self.layout.family_cell(name, {})[1] for name in
-                     ("fastgw_process_resident_memory_bytes", "fastgw_process_cpu_seconds_total",
-                      "fastgw_process_open_fds")]
+                     ("process_resident_memory_bytes", "process_cpu_seconds_total",
+                      "process_open_fds")]
             # CPU is a counter: what this slot's earlier processes used stays in.
             self._process_cells = (*cells, self.recorder.value(cells[1]))
         rss_cell, cpu_cell, fds_cell, cpu_base = self._process_cells
@@ -391,13 +393,16 @@ def render_prometheus(shared: SharedMetrics) -> bytes:
     out.sample("fastgw_build_info", [("version", __version__), ("python", platform.python_version())], 1)
     out.family("fastgw_start_time_seconds", "gauge", "Start time of the master, seconds since the epoch.")
     out.sample("fastgw_start_time_seconds", [], round(shared.started_at, 3))
+    # The standard name too, so stock process dashboards show the uptime.
+    out.family("process_start_time_seconds", "gauge", "Start time of the master, seconds since the epoch.")
+    out.sample("process_start_time_seconds", [], round(shared.started_at, 3))
     out.family("fastgw_uptime_seconds", "gauge", "Seconds since the master started.")
     out.sample("fastgw_uptime_seconds", [], round(time.time() - shared.started_at, 3))
     out.family("fastgw_workers", "gauge", "Worker processes configured.")
     out.sample("fastgw_workers", [], shared.workers)
 
-    out.family("fastgw_client_connections", "gauge", "Open client connections.")
-    out.sample("fastgw_client_connections", [], g("G_CONNECTIONS_OPEN"))
+    out.family("fastgw_client_connections_active", "gauge", "Open client connections.")
+    out.sample("fastgw_client_connections_active", [], g("G_CONNECTIONS_OPEN"))
     out.family("fastgw_client_connections_total", "counter", "Client connections accepted.")
     out.sample("fastgw_client_connections_total", [], g("G_CONNECTIONS_TOTAL"))
     out.family("fastgw_requests_in_flight", "gauge", "Requests read whose response is not finished.")
@@ -411,7 +416,8 @@ def render_prometheus(shared: SharedMetrics) -> bytes:
         return sums[start:start + stride]
 
     blocks = {i: block(i) for i, _ in routes}
-    out.family("fastgw_requests_total", "counter", "Requests answered, by route, method and status class.")
+    out.family("fastgw_requests_total", "counter", "Requests answered, by route, method and status class "
+               "(1xx..5xx; none: ended without an answer, e.g. the client left).")
     for i, name in routes:
         cells = blocks[i]
         for m, method in enumerate(METHODS):
@@ -460,9 +466,9 @@ def render_prometheus(shared: SharedMetrics) -> bytes:
         for state, offset in (("idle", "E_IDLE"), ("busy", "E_BUSY")):
             out.sample("fastgw_upstream_connections", [("cluster", cluster), ("endpoint", address), ("state", state)],
                        cells[L[offset]])
-    out.family("fastgw_upstream_connections_created_total", "counter", "Upstream connections opened.")
+    out.family("fastgw_upstream_connections_opened_total", "counter", "Upstream connections opened.")
     for _, cluster, address, cells in eps:
-        out.sample("fastgw_upstream_connections_created_total", [("cluster", cluster), ("endpoint", address)],
+        out.sample("fastgw_upstream_connections_opened_total", [("cluster", cluster), ("endpoint", address)],
                    cells[L["E_CREATED"]])
 
     for metric, offset, kind, help_ in (

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 
 from fastgw._native.deadlines import Deadlines
 from fastgw._native.headers import RequestIds
@@ -134,8 +133,3 @@ class Gateway(GatewayCore):
                 pool.close_idle()
         if self.access_log is not None:
             self.access_log.close()  # flush what is buffered
-
-
-def setup_logging():
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format="%(asctime)s fastgw[%(process)d] %(levelname)s %(message)s")

@@ -65,7 +65,9 @@ from fastgw.config.schema import format_address
 from fastgw.observe.metrics import create_metrics, render_prometheus
 from fastgw.policy import concurrency
 from fastgw.policy.ratelimit import create_table
-from fastgw.proxy.gateway import setup_logging
+from fastgw.observe import process_log
+from fastgw.server.notify import notify
+from fastgw.server.notify import reloading as notify_reloading
 from fastgw.server.board import StatusBoard
 # Imported here, before any fork: a worker that had to import its modules
 # itself would start (and take over after a reload) that much later.
@@ -99,7 +101,7 @@ class ListenError(Exception):
 def serve(config: Config, reloader: Callable[[], Config] | None = None) -> int:
     """Run the gateway until drained. `reloader` loads and validates the
     config again (raising ConfigError); None when there is no file to reload."""
-    setup_logging()
+    process_log.install()
     # From the start: a SIGHUP or SIGTERM while binding waits for the loop
     # instead of killing the master by the default action.
     signal.pthread_sigmask(signal.SIG_BLOCK, BLOCKED)
@@ -215,11 +217,16 @@ class Master:
         log.info("fastgw %s listening on %s with %d worker(s) (config: %s)%s", __version__,
                  ", ".join(format_address(l.host, l.port) for l in config.listeners),
                  self.current.count, config.source, admin)
+        # systemd (Type=notify): ready once the first workers accept. A worker
+        # that died first is restarted by the loop below, which notifies then.
+        ready = self._wait_ready(list(self.workers.values())) is None and notify("READY=1")
         while True:
             info = signal.sigtimedwait(WATCHED, 0.5)
             if info is None:
                 self._restart_due()
                 self._kill_overdue()
+                if not ready and self.workers and all(self._accepting(w) for w in self.workers.values()):
+                    ready = notify("READY=1") or True
                 continue
             signum = info.si_signo
             if signum == signal.SIGCHLD:
@@ -329,6 +336,13 @@ class Master:
         self.board.reload_started()
         old = self.current
         log.info("SIGHUP: reloading %s", old.config.source)
+        notify_reloading()
+        try:
+            return self._reload_generation(old)
+        finally:
+            notify("READY=1")   # done or failed: a generation serves either way
+
+    def _reload_generation(self, old):
         if self.reloader is None:
             return self._reload_failed("reload_unavailable", [
                 "started with --upstream: there is no config file to reload (use fastgw run --config FILE)"])
@@ -466,6 +480,7 @@ class Master:
     # -- drain -----------------------------------------------------------------------
     def _stop(self, signum: signal.Signals) -> int:
         self.board.set_draining()  # /readyz answers 503 from now on
+        notify("STOPPING=1")
         settings = self.current.config.server
         delay = settings.drain_delay if signum == signal.SIGTERM else 0.0
         log.info("%s: draining %d worker(s): listeners close in %gs, then in-flight requests get %gs",

@@ -21,6 +21,7 @@ import socket
 
 from fastgw.config.endpoints_file import EndpointsFileError, read_endpoints_file
 from fastgw.config.model import Endpoint
+from fastgw.upstream import dns_client
 
 log = logging.getLogger("fastgw")
 
@@ -80,9 +81,7 @@ class DnsWatcher(_Watcher):
     async def resolve(self) -> None:
         dns = self.config
         try:
-            infos = await asyncio.wait_for(
-                self.loop.getaddrinfo(dns.name, dns.port, type=socket.SOCK_STREAM),
-                min(DNS_TIMEOUT, dns.interval))
+            addresses = await asyncio.wait_for(self._lookup(), min(DNS_TIMEOUT, dns.interval))
         except TimeoutError:
             self._failed(f"resolving {dns.name!r} took longer than {min(DNS_TIMEOUT, dns.interval):g}s")
             return
@@ -90,16 +89,24 @@ class DnsWatcher(_Watcher):
             self._failed(f"resolving {dns.name!r} failed: {err.strerror or err}")
             return
         endpoints: list[Endpoint] = []
-        for family, _, _, _, address in infos:
-            if family not in (socket.AF_INET, socket.AF_INET6):
-                continue
-            endpoint = Endpoint(host=address[0], port=dns.port)
+        for host in addresses:
+            endpoint = Endpoint(host=host, port=dns.port)
             if endpoint not in endpoints:
                 endpoints.append(endpoint)
         if not endpoints:
             self._failed(f"{dns.name!r} resolved to no address")
             return
         self._good(tuple(endpoints))
+
+
+    async def _lookup(self) -> list[str]:
+        """The name's addresses: from `resolver` when configured, else the
+        system resolver (the event loop's getaddrinfo: /etc/hosts, then DNS)."""
+        dns = self.config
+        if dns.resolver is not None:
+            return await dns_client.resolve(self.loop, dns.resolver, dns.name)
+        infos = await self.loop.getaddrinfo(dns.name, dns.port, type=socket.SOCK_STREAM)
+        return [address[0] for family, _, _, _, address in infos if family in (socket.AF_INET, socket.AF_INET6)]
 
 
 class FileWatcher(_Watcher):

@@ -492,12 +492,32 @@ def test_missing_file(tmp_path):
 
 
 def test_yaml_syntax_error_names_line_and_column(write_config):
+    # The unclosed [ is on line 3; PyYAML notices at line 4 ("routes:"): the
+    # error names the line of the mistake first.
     path = write_config("clusters:\n  users:\n    endpoints: [http://a:1\nroutes: []\n")
     with pytest.raises(ConfigError) as caught:
         load(path, env={})
     (line,) = caught.value.errors
-    assert line.startswith(f"{path}: line 4, column 7: invalid YAML: ")
+    assert line.startswith(f"{path}: line 3, column 16: invalid YAML: the [ list that starts here is not closed "
+                           "(expected ',' or ']', but got ':' at line 4, column 7)")
     assert "check the indentation" in line
+
+
+@pytest.mark.parametrize("text, where, fragment", [
+    ("a: 1\nb\nc: 2\n", "line 2, column 1", "the key that starts here has no ':' after it"),
+    ("a: {b: 1\nc: 2\n", "line 1, column 4", "the { mapping that starts here is not closed"),
+    ("a: 'x\n\nb: 1\n", "line 1, column 4", "the quoted string that starts here is not closed"),
+    ("a: [1, 2\n\n\nb: 1\n", "line 1, column 4", "the [ list that starts here is not closed"),
+    # Where PyYAML's mark is the mistake already, it stays.
+    ("a:\n  b: 1\n c: 2\n", "line 3, column 2", "expected <block end>"),
+    ("a: b\nc: d: e\n", "line 2, column 5", "mapping values are not allowed here"),
+])
+def test_yaml_syntax_errors_point_at_the_mistake(write_config, text, where, fragment):
+    path = write_config(text)
+    with pytest.raises(ConfigError) as caught:
+        load(path, env={})
+    (line,) = caught.value.errors
+    assert line.startswith(f"{path}: {where}: invalid YAML: {fragment}"), line
 
 
 def test_yaml_that_is_not_a_mapping(config_errors, find_error):

@@ -98,6 +98,15 @@ def test_dns(write_config, config_errors, find_error):
     find_error(errors, source, "clusters.users.dns.name", "missing")
 
 
+def test_dns_resolver(write_config, config_errors, find_error):
+    text = _cluster("    dns: {name: users.internal, port: 8080, resolver: '[::1]:5353'}\n")
+    assert load(write_config(text), env={}).clusters["users"].dns.resolver == ("::1", 5353)
+    for bad, fragment in (("dns.local:53", "'dns.local' is not an IP address"), ("127.0.0.1", "port")):
+        source, errors = config_errors(_cluster(f"    dns: {{name: u.internal, port: 80, resolver: '{bad}'}}\n"))
+        line = find_error(errors, source, "clusters.users.dns.resolver", fragment)
+        assert "e.g. 127.0.0.1:53" in line, line
+
+
 def test_one_source_of_endpoints(config_errors, find_error):
     source, errors = config_errors(_cluster(STATIC + "    dns: {name: users.internal, port: 80}\n"
                                             "    endpoints_file: eps.json\n"))

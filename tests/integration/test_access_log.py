@@ -87,10 +87,18 @@ def test_local_replies_are_logged(upstream, gateway_factory, tmp_path):
 @pytest.mark.timeout(30)
 def test_flushed_at_exit(upstream, gateway_factory, tmp_path):
     path = tmp_path / "access.log"
+    # A witness with the default 1 s interval, started first: two of its
+    # flushes after the 1h gateway's traffic prove that a full default
+    # interval went by (timed by the same code), so a gateway that ignored
+    # `flush_interval` would have written by then. No sleep to guess.
+    witness_path = tmp_path / "witness.log"
+    witness = gateway_factory(_log_config(upstream.url, witness_path, flush_interval="1s"))
     gw = gateway_factory(_log_config(upstream.url, path, flush_interval="1h"))
     for _ in range(5):
         assert http_request(gw.port, "GET", "/echo").status == 200
-    time.sleep(0.3)
+    for flushes in (1, 2):
+        assert http_request(witness.port, "GET", "/echo/witness").status == 200
+        assert len(_lines(witness_path, flushes, timeout=10)) == flushes
     assert not path.exists() or path.read_text() == "", "written before the flush interval"
     assert gw.stop() == 0
     assert len(_lines(path, 5, timeout=0)) == 5

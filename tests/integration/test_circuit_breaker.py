@@ -33,14 +33,26 @@ def trip(gw, up) -> None:
         assert resp.status == 500, resp.describe()  # the upstream's own 500, passed through
 
 
+_barriers = 0
+
+
 def assert_refused(gw, up, path: str = "/fixed") -> None:
-    before = len(up.requests)
+    global _barriers
+    before = len(up.heads)
     resp = http_request(gw.port, "GET", path)
     err = assert_gateway_error(resp, 503, "circuit_open")
     assert "main" in err["message"]
     assert resp.header("retry-after") == "1"  # ceil of at most 0.5 s
-    time.sleep(0.05)
-    assert len(up.requests) == before, "a request went to the upstream while the circuit was open"
+    # A positive barrier instead of a sleep: a later request to the same
+    # upstream through the breaker-less cluster. Once the upstream has its
+    # head, a refused request the gateway had forwarded (before answering)
+    # would have arrived too; the barrier is the only new head.
+    _barriers += 1
+    barrier = f"/plain/barrier-{_barriers}"
+    assert http_request(gw.port, "GET", barrier).status == 200
+    assert up.wait_for(lambda: any(r.target == barrier for r in up.heads))
+    assert [r.target for r in up.heads[before:]] == [barrier], \
+        "a request went to the upstream while the circuit was open"
 
 
 @pytest.mark.timeout(30)
@@ -74,11 +86,11 @@ def test_a_failing_probe_reopens(breaker_gateway):
     time.sleep(OPEN_FOR + 0.1)
     resp = http_request(gw.port, "GET", "/status/503")  # the probe fails
     assert resp.status == 503 and resp.header("retry-after") is None, resp.describe()
-    assert len(up.requests) == 4
+    assert len(up.requests) == 5  # 3 failures, 1 barrier, the probe
     assert_refused(gw, up)
     time.sleep(OPEN_FOR + 0.1)
     assert http_request(gw.port, "GET", "/fixed").status == 200
-    assert len(up.requests) == 5
+    assert len(up.requests) == 7  # + a barrier, the probe
 
 
 @pytest.mark.timeout(30)
@@ -96,3 +108,38 @@ def test_refused_port_opens_the_circuit(gateway_factory):
     # A request with a body is refused the same way.
     resp = http_request(gw.port, "POST", "/x", body=b"hello")
     assert_gateway_error(resp, 503, "circuit_open")
+
+
+def _ratio_gateway(gateway_factory, upstream, **breaker):
+    return gateway_factory({
+        "clusters": {"main": cluster(upstream.url, circuit_breaker={"open_for": "30s", **breaker})},
+        "routes": [route("all", "main", prefix="/", retries="off")],   # each request one try
+    })
+
+
+@pytest.mark.timeout(30)
+def test_failure_ratio_opens_on_the_share_of_the_last_window(upstream, gateway_factory):
+    gw = _ratio_gateway(gateway_factory, upstream, failure_ratio=0.6, window=10, min_requests=10)
+    # Alternating: 5 of the last 10 failed, below 0.6, and never two in a row.
+    for i in range(10):
+        status = http_request(gw.port, "GET", "/fixed" if i % 2 == 0 else "/status/500").status
+        assert status == (200 if i % 2 == 0 else 500)
+    # One more failure pushes the oldest success out: 6 of the last 10 -> open.
+    assert http_request(gw.port, "GET", "/status/500").status == 500
+    assert len(upstream.requests) == 11
+    resp = http_request(gw.port, "GET", "/fixed")
+    assert_gateway_error(resp, 503, "circuit_open")
+    assert resp.header("retry-after") in {"29", "30"}
+    assert len(upstream.requests) == 11, "the open circuit let a request through"
+    assert "'main' opened (6 of the last 10 requests failed)" in gw.stderr()
+
+
+@pytest.mark.timeout(30)
+def test_failure_ratio_waits_for_min_requests(upstream, gateway_factory):
+    gw = _ratio_gateway(gateway_factory, upstream, failure_ratio=0.5, window=20, min_requests=10)
+    for _ in range(9):          # all fail, but fewer than min_requests are counted
+        assert http_request(gw.port, "GET", "/status/503").status == 503
+    assert http_request(gw.port, "GET", "/status/503").status == 503    # the 10th opens it
+    assert_gateway_error(http_request(gw.port, "GET", "/fixed"), 503, "circuit_open")
+    assert len(upstream.requests) == 10
+    assert "'main' opened (10 of the last 10 requests failed)" in gw.stderr()

@@ -205,7 +205,7 @@ def test_cluster_limit_counts_requests_from_every_route(upstream, gateway_factor
     config["clusters"]["main"]["concurrency"] = {"max_in_flight": 1}
     gw2 = gateway_factory(config)
     with hold(gw2.port, "/slow/a/held?delay=1"):
-        upstream.wait_for(lambda: upstream.active == 1)
+        assert upstream.wait_for(lambda: upstream.active == 1), f"active at the upstream: {upstream.active}"
         err = assert_gateway_error(http_request(gw2.port, "GET", "/slow/b/refused"), 503, "concurrency_limited")
         assert "cluster 'main'" in err["message"]
 
@@ -246,12 +246,12 @@ def test_failed_and_aborted_exchanges_give_their_slots_back(upstream, gateway_fa
             resp = client.read_response(allow_incomplete=True)
             assert resp.status == 200 and not resp.complete
         with hold(gw.port, "/slow/abandoned?delay=0.5") as client:  # the client leaves mid-exchange
-            upstream.wait_for(lambda: upstream.active >= 1)
+            assert upstream.wait_for(lambda: upstream.active >= 1), f"active at the upstream: {upstream.active}"
     assert upstream.wait_for(lambda: upstream.active == 0), "abandoned requests still at the upstream"
     # Both slots are free again (none leaked), and there are still only two
     # (none released twice): two go through, a third at the same time is refused.
     with hold(gw.port, "/slow/one?delay=1") as one, hold(gw.port, "/slow/two?delay=1") as two:
-        upstream.wait_for(lambda: upstream.active == 2)
+        assert upstream.wait_for(lambda: upstream.active == 2), f"active at the upstream: {upstream.active}"
         assert_gateway_error(http_request(gw.port, "GET", "/echo/third"), 503, "concurrency_limited")
         assert one.read_response().status == 200
         assert two.read_response().status == 200
@@ -328,7 +328,7 @@ def test_a_retried_request_holds_one_slot_through_its_tries(upstream, gateway_fa
         assert resp.status == 200, resp.describe()
     # Exactly one slot still: taken once per request whatever its tries, given back once.
     with hold(gw.port, "/slow/held?delay=1") as held:
-        upstream.wait_for(lambda: upstream.active == 1)
+        assert upstream.wait_for(lambda: upstream.active == 1), f"active at the upstream: {upstream.active}"
         assert_gateway_error(http_request(gw.port, "GET", "/echo/refused"), 503, "concurrency_limited")
         assert held.read_response().status == 200
     assert http_request(gw.port, "GET", "/echo/after").status == 200

@@ -19,8 +19,11 @@ def test_keepalive_and_upstream_pooling(proxy):
             assert "close" not in resp.header_tokens("connection")
         assert client.is_open(), "gateway closed a keep-alive connection"
     assert len(proxy.up.requests) == n
+    # One client connection, one request at a time: one pooled upstream
+    # connection carries them all (a second one means a connection was dropped).
     conns = {r.conn_id for r in proxy.up.requests}
-    assert len(conns) < n, f"upstream connections are not reused: {len(conns)} for {n} requests"
+    assert len(conns) == 1, f"{len(conns)} upstream connections for {n} sequential keep-alive requests"
+    assert [r.index_on_conn for r in proxy.up.requests] == list(range(1, n + 1))
 
 
 @pytest.mark.timeout(30)

@@ -1,8 +1,10 @@
 """Endpoint discovery end to end: a watched endpoints file, and DNS names
 re-resolved on an interval, changing the real gateway's endpoints without a
-reload. The DNS test runs the gateway in its own mount namespace with a temp
+reload. Re-resolution is tested twice: with `dns.resolver` pointing at a
+DNS server on loopback that the test controls (runs anywhere), and through
+the system resolver with the gateway in its own mount namespace and a temp
 file bind-mounted over /etc/hosts (root and unshare(1) needed; skipped
-otherwise), so the system resolver really answers differently over time."""
+otherwise)."""
 from __future__ import annotations
 
 import json
@@ -162,6 +164,48 @@ def test_dns_endpoints_follow_the_resolver(gateway_factory, tmp_path, monkeypatc
     finally:
         v4.stop()
         v6.stop()
+
+
+@pytest.mark.timeout(40)
+def test_dns_endpoints_follow_a_resolver_on_loopback(gateway_factory):
+    """The same re-resolution on any runner: `dns.resolver` names a DNS
+    server, here one on loopback whose answers the test changes."""
+    from support.dns_server import DnsServer
+    port = free_port()
+    v4 = UpstreamServer("v4", "127.0.0.1", port).start()
+    v4b = UpstreamServer("v4b", "127.0.0.2", port).start()
+    dns = DnsServer().start()
+    try:
+        dns.records[NAME] = ["127.0.0.1"]
+        gw = gateway_factory({
+            "clusters": {"c": {"dns": {"name": NAME, "port": port, "interval": "100ms",
+                                       "resolver": dns.address}}},
+            "routes": [route("all", "c", prefix="/")],
+        })
+        assert wait_until(lambda: f"now has 1 endpoint(s); added 127.0.0.1:{port}" in gw.stderr(), 5), gw.stderr()
+        assert counts(gw, 4, (v4, v4b)) == {"v4": 4}
+        assert dns.queries[(NAME, 1)] >= 1 and dns.queries[(NAME, 28)] >= 1   # A and AAAA asked
+
+        dns.records[NAME] = ["127.0.0.1", "127.0.0.2"]
+        assert wait_until(lambda: f"added 127.0.0.2:{port}" in gw.stderr(), 5), gw.stderr()
+        assert counts(gw, 6, (v4, v4b)) == {"v4": 3, "v4b": 3}
+
+        dns.records[NAME] = ["127.0.0.2"]
+        assert wait_until(lambda: f"removed 127.0.0.1:{port}" in gw.stderr(), 5), gw.stderr()
+        assert counts(gw, 4, (v4, v4b)) == {"v4b": 4}
+
+        del dns.records[NAME]                # NXDOMAIN: the last good set stays
+        assert wait_until(lambda: f"resolving '{NAME}' failed: no such name" in gw.stderr(), 5), gw.stderr()
+        assert "keeping the last good set (1 endpoints)" in gw.stderr()
+        assert counts(gw, 3, (v4, v4b)) == {"v4b": 3}
+
+        dns.records[NAME] = []               # the name exists, no address: also kept
+        assert wait_until(lambda: f"'{NAME}' resolved to no address" in gw.stderr(), 5), gw.stderr()
+        assert counts(gw, 2, (v4, v4b)) == {"v4b": 2}
+    finally:
+        dns.stop()
+        v4.stop()
+        v4b.stop()
 
 
 @pytest.mark.timeout(30)

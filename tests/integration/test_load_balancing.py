@@ -5,12 +5,15 @@ records each request it got, so the counts are checked on both sides.
 """
 from __future__ import annotations
 
+import json
+import socket
+import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from support import http_request
+from support import RawClient, build_request, http_request
 
 NAMES = ("a", "b", "c")
 
@@ -96,3 +99,98 @@ def test_p2c_spreads_load_over_all(three, gateway_factory):
     for name in NAMES:
         assert concurrent[name] >= n / 3 * 0.5, concurrent
     assert sum(recorded(three).values()) == 2 * n
+
+
+@pytest.mark.timeout(60)
+def test_least_request_takes_the_fewest_in_flight_per_weight(three, gateway_factory):
+    gw = gateway_factory(lb_config(three, weights=(2, 1, 1), lb="least_request"))
+    held = []
+    try:
+        # Three requests held open at the upstreams: each goes to an endpoint
+        # with none in flight, so one lands on each.
+        for i in range(3):
+            client = RawClient(gw.port)
+            client.request("GET", f"/hang/{i}")
+            held.append(client)
+            assert _wait_any(three, f"/hang/{i}"), f"/hang/{i} never reached an upstream"
+        assert {name: sum(r.path.startswith("/hang/") for r in up.heads) for name, up in three.items()} == \
+            {"a": 1, "b": 1, "c": 1}
+        # Now one in flight each: a (weight 2) has 1/2 per unit of weight, b
+        # and c 1/1, so every further request goes to a.
+        seen = Counter(served_by(gw, f"/lr/{i}") for i in range(30))
+        assert seen == {"a": 30}, seen
+    finally:
+        for client in held:
+            client.close()
+    # Once the held requests are gone, the counts fall back: a free endpoint is
+    # chosen again (round robin would have given b and c ten each above).
+    assert all(up.wait_for(lambda up=up: up.active == 0) for up in three.values())
+    after = Counter(served_by(gw, f"/lr-after/{i}") for i in range(30))
+    assert set(after) == set(NAMES), after
+
+
+def _wait_any(ups, path: str, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(any(r.path == path for r in up.heads) for up in ups.values()):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+@pytest.mark.timeout(120)
+def test_ring_hash_on_a_cookie(three, gateway_factory):
+    gw = gateway_factory(lb_config(three, lb="ring_hash", hash_on="cookie:session"))
+    users = [f"s{i}" for i in range(20)]
+    where: dict[str, set[str]] = defaultdict(set)
+    for round_ in range(5):
+        for u in users:
+            # Other cookies around it change nothing: the key is the named one.
+            cookie = f"theme=t{round_}; session={u}; lang=x{round_}"
+            where[u].add(served_by(gw, f"/c/{u}", [("Cookie", cookie)]))
+    assert all(len(servers) == 1 for servers in where.values()), dict(where)
+    assert {s for servers in where.values() for s in servers} == set(NAMES)
+    # Cookie names are case-sensitive: `Session` is not the key, so round robin.
+    seen = Counter(served_by(gw, "/c/other", [("Cookie", "Session=s1")]) for _ in range(30))
+    assert seen == {"a": 10, "b": 10, "c": 10}, seen
+
+
+def _served_from(gw, source_ip: str, headers=()) -> str:
+    """One request from a chosen loopback source address (127.0.0.0/8 is all
+    local on Linux), so the gateway sees that peer IP."""
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5, source_address=(source_ip, 0)) as sock:
+        sock.sendall(build_request("GET", "/ip", [*headers, ("Connection", "close")]))
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return json.loads(body)["server"]
+
+
+@pytest.mark.timeout(120)
+def test_ring_hash_on_client_ip(three, gateway_factory):
+    gw = gateway_factory(lb_config(three, lb="ring_hash", hash_on="client_ip"))
+    sources = [f"127.0.0.{i}" for i in range(2, 22)]
+    where = {ip: {_served_from(gw, ip) for _ in range(4)} for ip in sources}
+    assert all(len(servers) == 1 for servers in where.values()), where
+    assert {s for servers in where.values() for s in servers} == set(NAMES)
+    # X-Forwarded-For from a peer not in server.trusted_proxies is not believed:
+    # the key stays the peer's address.
+    peer = sources[0]
+    forged = {_served_from(gw, peer, [("X-Forwarded-For", f"10.9.{i}.1")]) for i in range(12)}
+    assert forged == where[peer]
+
+
+@pytest.mark.timeout(120)
+def test_ring_hash_on_client_ip_behind_a_trusted_proxy(three, gateway_factory):
+    config = lb_config(three, lb="ring_hash", hash_on="client_ip")
+    config["server"] = {"trusted_proxies": ["127.0.0.1"]}
+    gw = gateway_factory(config)
+    clients = [f"10.0.{i}.7" for i in range(20)]
+    where: dict[str, set[str]] = defaultdict(set)
+    for _ in range(4):
+        for ip in clients:
+            where[ip].add(served_by(gw, "/xff", [("X-Forwarded-For", f"{ip}, 127.0.0.1")]))
+    assert all(len(servers) == 1 for servers in where.values()), dict(where)
+    assert {s for servers in where.values() for s in servers} == set(NAMES)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import time
 
@@ -29,18 +30,27 @@ def traffic_config(upstream_url: str, dead_url: str) -> dict:
     }
 
 
-async def _requests(port: int, plan: list[bytes], connections: int, workers: int = 1) -> tuple[list[int], int]:
+async def _requests(port: int, plan: list[bytes], connections: int, workers: int = 1,
+                    body_bytes: dict | None = None) -> tuple[list[int], int]:
     """Send every request of `plan` over keep-alive connections spread over
     `workers` workers (`connections` per worker); the statuses, and how many
-    connections were opened (each answered one probe GET /users/probe first)."""
+    connections were opened (each answered one probe GET /users/probe first).
+    `body_bytes`, when given, gets the body bytes of the 2xx answers (the
+    upstream's: local replies are 4xx/5xx here) the client read, per first
+    path segment ("users" for /users/...), probes included."""
     queue = list(plan)
     statuses: list[int] = []
-    conns, opened = await connections_on_each_worker(port, workers, connections, "/users/probe")
+    probes: list[int] = []
+    conns, opened = await connections_on_each_worker(port, workers, connections, "/users/probe",
+                                                     body_bytes=probes)
+    if body_bytes is not None:
+        body_bytes["users"] = body_bytes.get("users", 0) + sum(probes)
 
     async def one(reader, writer):
         try:
             while queue:
-                writer.write(queue.pop())
+                request = queue.pop()
+                writer.write(request)
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
                 length = 0
                 for line in head.split(b"\r\n"):
@@ -48,6 +58,9 @@ async def _requests(port: int, plan: list[bytes], connections: int, workers: int
                         length = int(line[15:])
                 await reader.readexactly(length)
                 statuses.append(int(head[9:12]))
+                if body_bytes is not None and 200 <= statuses[-1] < 300:
+                    segment = request.split(b" ", 2)[1].split(b"/")[1].decode()
+                    body_bytes[segment] = body_bytes.get(segment, 0) + length
         finally:
             writer.close()
 
@@ -67,8 +80,10 @@ def _post(path: str, body: bytes) -> bytes:
 def test_figures_after_known_traffic_across_two_workers(upstream, gateway_factory, monkeypatch, tmp_path):
     dump = enable_dump(monkeypatch, tmp_path)
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    launched = time.time()
     gw = gateway_factory(traffic_config(upstream.url, dead), workers=WORKERS)
-    assert len(gw.wait_children(WORKERS)) == WORKERS
+    workers = gw.wait_children(WORKERS)
+    assert len(workers) == WORKERS
     body = b"x" * 1000
     plan = ([_get(f"/users/{i}") for i in range(120)]
             + [_post("/orders", body) for _ in range(30)]
@@ -76,7 +91,9 @@ def test_figures_after_known_traffic_across_two_workers(upstream, gateway_factor
             + [_get(f"/no/such/path/{i}") for i in range(25)]                    # 404
             + [b"PROPFIND /users/pot HTTP/1.1\r\nHost: t\r\n\r\n"] * 3       # "other" method
             + [_get("/broken/x")] * 4)                                           # 502 connect
-    statuses, opened = asyncio.run(_requests(gw.port, plan, connections=6, workers=WORKERS))
+    received: dict[str, int] = {}
+    statuses, opened = asyncio.run(_requests(gw.port, plan, connections=6, workers=WORKERS,
+                                             body_bytes=received))
     assert len(statuses) == len(plan)
     # Both workers served: each process stamps its own request-id prefix.
     prefixes = {r.header("x-request-id").rsplit("-", 1)[0] for r in upstream.requests
@@ -95,7 +112,12 @@ def test_figures_after_known_traffic_across_two_workers(upstream, gateway_factor
     assert m.total("fastgw_requests_total") == len(plan) + probes
     assert m.get_value("fastgw_request_bytes_total", route="orders") == 30 * len(body)
     # The echo upstream's bodies: what the upstream sent is what the metrics say went out.
-    assert m.get_value("fastgw_response_bytes_total", route="users") > 0
+    # Upstream answers only (no local error reply on this route): every body
+    # byte the client read is one the metric counted, no more.
+    assert received["users"] > 123 * 50
+    assert m.get_value("fastgw_response_bytes_total", route="users") == received["users"]
+    assert m.get_value("fastgw_response_bytes_total", route="orders") == received["orders"]
+    assert m.get_value("fastgw_response_bytes_total", route="broken") == 0   # local 502s only
     assert m.get_value("fastgw_request_duration_seconds_count", route="users") == 123 + probes
     assert m.get_value("fastgw_request_duration_seconds_bucket", route="users", le="+Inf") == 123 + probes
     assert m.get_value("fastgw_upstream_duration_seconds_count", route="orders") == 30
@@ -106,28 +128,34 @@ def test_figures_after_known_traffic_across_two_workers(upstream, gateway_factor
     dead_ep = dead.removeprefix("http://")
     assert m.get_value("fastgw_upstream_errors_total", cluster="dead", endpoint=dead_ep, kind="connect") == 4
     assert m.get_value("fastgw_upstream_errors_total", cluster="users", endpoint=ep, kind="connect") == 0
-    created = m.get_value("fastgw_upstream_connections_created_total", cluster="users", endpoint=ep)
+    created = m.get_value("fastgw_upstream_connections_opened_total", cluster="users", endpoint=ep)
     assert 1 <= created <= 12 * 2
     assert m.get_value("fastgw_upstream_connections", cluster="users", endpoint=ep, state="busy") == 0
     assert m.get_value("fastgw_upstream_connections", cluster="users", endpoint=ep, state="idle") == created
 
     assert m.get_value("fastgw_requests_in_flight") == 0
-    assert m.get_value("fastgw_client_connections") == 0
+    assert m.get_value("fastgw_client_connections_active") == 0
     assert m.get_value("fastgw_client_connections_total") == opened + 1  # + the harness's readiness probe
     assert m.get_value("fastgw_workers") == WORKERS
-    assert m.get_value("fastgw_uptime_seconds") > 0
+    uptime = m.get_value("fastgw_uptime_seconds")
+    assert 0 < uptime <= time.time() - launched, (uptime, time.time() - launched)
+    assert launched <= m.get_value("fastgw_start_time_seconds") <= time.time()
     assert len(m.matching("fastgw_build_info")) == 1
     # Both workers' resources, summed: each has at least tens of MiB resident and a few fds.
-    assert m.get_value("fastgw_process_resident_memory_bytes") > WORKERS * 10 * 2**20
-    assert m.get_value("fastgw_process_open_fds") >= WORKERS * 4
+    assert m.get_value("process_resident_memory_bytes") > WORKERS * 10 * 2**20
+    assert m.get_value("process_open_fds") >= WORKERS * 4
     # CPU time is read in clock ticks (10 ms): two workers that served a few
     # hundred requests may not have used one yet. More traffic, bounded.
     deadline = time.monotonic() + 20
-    while m.get_value("fastgw_process_cpu_seconds_total") == 0 and time.monotonic() < deadline:
+    while m.get_value("process_cpu_seconds_total") == 0 and time.monotonic() < deadline:
         for _ in range(50):
             http_request(gw.port, "GET", "/users/cpu")
         m = scrape(gw, dump)
-    assert m.get_value("fastgw_process_cpu_seconds_total") > 0
+    # Never more than the workers really used (read from /proc after the scrape).
+    ticks = os.sysconf("SC_CLK_TCK")
+    used = sum(sum(int(v) for v in open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[11:13])
+               for pid in workers) / ticks
+    assert 0 < m.get_value("process_cpu_seconds_total") <= used + 0.01, used
 
 
 @pytest.mark.timeout(60)
@@ -145,7 +173,7 @@ def test_duration_histogram_buckets_and_in_flight(upstream, gateway_factory, mon
     assert upstream.wait_for(lambda: any(r.path == "/hang" for r in upstream.heads))
     m = scrape(gw, dump)
     assert m.get_value("fastgw_requests_in_flight") == 1
-    assert m.get_value("fastgw_client_connections") == 1
+    assert m.get_value("fastgw_client_connections_active") == 1
     for family in ("fastgw_request_duration_seconds", "fastgw_upstream_duration_seconds"):
         for bound in ("0.1", "0.25"):  # below the 0.3 s delay: empty
             assert m.get_value(f"{family}_bucket", route="slow", le=bound) == 0, (family, bound)
@@ -158,11 +186,11 @@ def test_duration_histogram_buckets_and_in_flight(upstream, gateway_factory, mon
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         m = scrape(gw, dump)
-        if m.get_value("fastgw_requests_in_flight") == 0 and m.get_value("fastgw_client_connections") == 0:
+        if m.get_value("fastgw_requests_in_flight") == 0 and m.get_value("fastgw_client_connections_active") == 0:
             break
         time.sleep(0.05)
     assert m.get_value("fastgw_requests_in_flight") == 0
-    assert m.get_value("fastgw_client_connections") == 0
+    assert m.get_value("fastgw_client_connections_active") == 0
     # The client went away before a response: status "none".
     assert m.get_value("fastgw_requests_total", route="hang", method="GET", status="none") == 1
 
@@ -262,7 +290,7 @@ def test_a_dead_workers_counters_stay_and_its_gauges_clear(upstream, gateway_fac
     # new worker has seen it close (bounded) before reading its gauges.
     deadline = time.monotonic() + 10
     m = scrape(gw, dump)
-    while m.get_value("fastgw_client_connections") != 0 and time.monotonic() < deadline:
+    while m.get_value("fastgw_client_connections_active") != 0 and time.monotonic() < deadline:
         time.sleep(0.05)
         m = scrape(gw, dump)
     # Counters went on from the dead worker's figures (its slot was reused).
@@ -271,7 +299,7 @@ def test_a_dead_workers_counters_stay_and_its_gauges_clear(upstream, gateway_fac
     assert m.get_value("fastgw_streams_active", kind="sse") == 0
     assert m.get_value("fastgw_streams_closed_total", kind="sse") == 1
     assert m.get_value("fastgw_requests_in_flight") == 0
-    assert m.get_value("fastgw_client_connections") == 0
+    assert m.get_value("fastgw_client_connections_active") == 0
     sse.close()
 
 
@@ -312,3 +340,39 @@ def test_metrics_off(upstream, gateway_factory, monkeypatch, tmp_path):
     assert not dump.exists()
     assert "metrics are off" in gw.stderr()
     assert http_request(gw.port, "GET", "/users/x").status == 200
+
+
+@pytest.mark.timeout(60)
+def test_every_family_name_reads_the_same_to_openmetrics_parsers(upstream, gateway_factory, redis_server):
+    """/metrics of a gateway that declares every kind of family (circuit,
+    outlier, health, retries, concurrency, local and Redis limits, streams,
+    reloads): no name clash once counters lose `_total`, no reserved suffix,
+    the standard process_* names, and the status label's documented values."""
+    config = {
+        "redis": {"url": redis_server.url},
+        "clusters": {"users": cluster(upstream.url, circuit_breaker={"failures": 3},
+                                      outlier_detection={"consecutive_5xx": 3},
+                                      health_check={"path": "/fixed", "interval": "1s"},
+                                      concurrency={"max_in_flight": 50})},
+        "routes": [route("local", "users", prefix="/local",
+                         rate_limits=[{"key": "route", "rate": "1000/s"}]),
+                   route("shared", "users", prefix="/shared",
+                         rate_limits=[{"key": "route", "rate": "1000/s", "scope": "redis"}],
+                         concurrency={"max_in_flight": 10}),
+                   route("all", "users", prefix="/")],
+    }
+    gw = gateway_factory(config)
+    for path in ("/local/a", "/shared/b", "/status/404", "/status/500"):
+        http_request(gw.port, "GET", path)
+    time.sleep(1.2)   # policy figures are copied once a second
+    from support.metrics import check_names
+    text = http_request(gw.admin_port, "GET", "/metrics").body.decode()
+    names = {f.name for f in check_names(text)}
+    for standard in ("process_resident_memory_bytes", "process_cpu_seconds", "process_open_fds",
+                     "process_start_time_seconds"):
+        assert standard in names, standard
+    assert not {n for n in names if n.startswith("fastgw_process_")}
+    assert {"fastgw_client_connections", "fastgw_client_connections_active",
+            "fastgw_upstream_connections", "fastgw_upstream_connections_opened"} <= names
+    statuses = set(re.findall(r'fastgw_requests_total\{[^}]*status="([^"]+)"', text))
+    assert statuses <= {"none", "1xx", "2xx", "3xx", "4xx", "5xx"} and {"2xx", "4xx", "5xx"} <= statuses

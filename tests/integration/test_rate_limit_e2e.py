@@ -108,3 +108,40 @@ def test_429_answer_and_rate_limit_headers(upstream, gateway_factory):
         assert client.read_response().status == 200
     # The denied request never reached the upstream.
     assert [r.target for r in upstream.requests].count("/echo/more") == admitted
+
+
+@pytest.mark.timeout(60)
+def test_sliding_window_admits_exactly_n_per_window_across_two_workers(upstream, gateway_factory):
+    """algorithm: sliding_window end to end: N per window for the whole host.
+    N/h keeps the window far longer than the test, so the count is exact."""
+    n = 150
+    config = simple_config(upstream.url)
+    config["routes"][0]["rate_limits"] = [{"key": "route", "rate": f"{n}/h", "algorithm": "sliding_window"}]
+    gw = gateway_factory(config, workers=2)
+    gw.wait_children(2)
+    answers, probes = asyncio.run(flood_until_denied(gw.port, 4, 2))
+    admitted = [head for status, head in answers if status == 200]
+    denied = [head for status, head in answers if status == 429]
+    assert {status for status, _ in answers} == {200, 429}
+    assert probes + len(admitted) == n, (probes, len(admitted))
+    assert {header_value(head, b"RateLimit-Limit") for head in admitted + denied} == {str(n).encode()}
+    assert sorted(int(header_value(head, b"RateLimit-Remaining")) for head in admitted) == list(range(n - probes))
+    assert all(int(header_value(head, b"Retry-After")) >= 1 for head in denied)
+    # Denied requests never reached the upstream.
+    assert len(upstream.requests) == n
+
+
+@pytest.mark.timeout(60)
+def test_sliding_window_keys_count_apart(upstream, gateway_factory):
+    config = simple_config(upstream.url)
+    config["routes"][0]["rate_limits"] = [{"key": "header:X-Key", "rate": "3/h", "algorithm": "sliding_window"}]
+    gw = gateway_factory(config)
+    with RawClient(gw.port) as client:
+        statuses = {}
+        for key in ("a", "b"):
+            statuses[key] = []
+            for _ in range(5):
+                client.request("GET", "/echo/k", [("X-Key", key)])
+                statuses[key].append(client.read_response().status)
+    assert statuses == {"a": [200, 200, 200, 429, 429], "b": [200, 200, 200, 429, 429]}
+    assert len(upstream.requests) == 6

@@ -74,7 +74,7 @@ def test_restart_keeps_counters_clears_gauges_and_closes_streams():
     assert values[("fastgw_streams_closed_total", (("kind", "sse"),))] == 2
     assert values[("fastgw_streams_active", (("kind", "sse"),))] == 0
     assert values[("fastgw_client_connections_total", ())] == 9
-    assert values[("fastgw_client_connections", ())] == 0
+    assert values[("fastgw_client_connections_active", ())] == 0
 
 
 def test_registry_families(monkeypatch):

@@ -181,6 +181,12 @@ def test_password_and_database_from_the_handshake(redis_factory):
     error = run(main())
     assert "AUTH failed" in error and "wrong" not in error
     assert server.command("AUTH", "s3cret") == b"OK"
+    # The SET went to database 3, and only there (read back by redis-py, an
+    # independent client).
+    import redis
+    for db, expected in ((3, b"db3"), (0, None)):
+        with redis.Redis(port=server.port, password="s3cret", db=db) as other:
+            assert other.get("where") == expected, db
 
 
 def test_unix_socket(redis_factory, tmp_path):

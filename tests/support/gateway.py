@@ -64,7 +64,9 @@ def gateway_command(config_path: Path, workers: int) -> list[str]:
         if not exe:
             raise RuntimeError(f"FASTGW_BIN={choice!r}: no fastgw executable found")
         base = [exe]
-    return base + ["run", "--config", str(config_path), "--workers", str(workers)]
+    # Text on stderr: the tests read the process log there (tests/integration/
+    # test_process_log.py covers the JSON default off a terminal).
+    return base + ["run", "--config", str(config_path), "--workers", str(workers), "--log-format", "text"]
 
 
 def cluster(*urls: str, **extra) -> dict:

@@ -48,10 +48,36 @@ class Samples(dict):
         return sum(self.matching(name, **labels).values())
 
 
+# Suffixes OpenMetrics gives a family's samples: a name that is another
+# family's name plus one of these is the same family to an OpenMetrics
+# parser (a gauge `x` and a counter `x_total` clash), and `_created` is the
+# counters' creation-time sample.
+RESERVED_SUFFIXES = ("_total", "_created", "_count", "_sum", "_bucket", "_gcount", "_gsum", "_info")
+
+
+def check_names(text: str) -> list:
+    """The families of a Prometheus text, after checking that an OpenMetrics
+    reader would see the same ones: no two families share a name once
+    prometheus_client's parser has taken `_total` off counters, no family is
+    another's name plus a reserved suffix, and no name uses `_created`."""
+    families = list(text_string_to_metric_families(text))
+    names = [f.name for f in families]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    assert not duplicates, f"one family name for several metrics: {duplicates}"
+    known = set(names)
+    for family in families:
+        for suffix in RESERVED_SUFFIXES:
+            assert family.name + suffix not in known, f"{family.name + suffix} reads as part of {family.name}"
+        assert "_created" not in family.name, f"{family.name}: _created is a reserved suffix"
+        for sample in family.samples:
+            assert not sample.name.endswith("_created"), sample.name
+    return families
+
+
 def scrape(gw, path: Path) -> Samples:
     text = scrape_text(gw, path)
     samples = Samples()
-    for family in text_string_to_metric_families(text):
+    for family in check_names(text):
         for s in family.samples:
             key = (s.name, frozenset(s.labels.items()))
             assert key not in samples, f"duplicate series {key}"
@@ -60,13 +86,14 @@ def scrape(gw, path: Path) -> Samples:
 
 
 async def connections_on_each_worker(port: int, workers: int, per_worker: int, probe_path: str,
-                                     attempts: int = 400):
+                                     attempts: int = 400, body_bytes: list | None = None):
     """Open keep-alive connections until each of `workers` workers holds
     `per_worker` of them (a worker is told by the request-id prefix it
     stamps on the answer to one GET `probe_path` per connection). Accepts on
     a shared socket are not spread evenly, so a test that must load every
     worker asks for it. Returns (connections, connections opened in all);
-    the extra ones are closed."""
+    the extra ones are closed. `body_bytes`, when given, gets the length of
+    every probe's response body."""
     import asyncio
 
     by_worker: dict[bytes, list] = {}
@@ -81,6 +108,8 @@ async def connections_on_each_worker(port: int, workers: int, per_worker: int, p
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
         length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
         await reader.readexactly(length)
+        if body_bytes is not None:
+            body_bytes.append(length)
         prefix = head.lower().split(b"x-request-id: ")[1].split(b"-")[0]
         group = by_worker.setdefault(prefix, [])
         (group if len(group) < per_worker else extra).append((reader, writer))
