@@ -15,7 +15,7 @@ from fastgw.config import model
 from fastgw.config.errors import Invalid
 from fastgw.config.model import RetryBudget, RetryPolicy
 from fastgw.config.reader import Section
-from fastgw.config.schema import describe, is_digits, parse_duration, parse_int, suggestion
+from fastgw.config.schema import describe, is_digits, parse_duration, parse_int, parse_ratio, suggestion
 
 RETRY_KEYS = ("attempts", "retry_on", "per_try_timeout", "backoff", "max_retry_after")
 BACKOFF_KEYS = ("base", "max")
@@ -77,7 +77,6 @@ def parse_retry_on(value: object) -> tuple[str, ...]:
 
 
 def read_retry_budget(cluster: Section) -> RetryBudget:
-    from fastgw.config.sections import parse_ratio  # sections imports this module
 
     budget = cluster.section("retry_budget", RETRY_BUDGET_KEYS)
     return RetryBudget(

@@ -93,6 +93,17 @@ def parse_duration(value: object, *, allow_zero: bool = False) -> float:
     return seconds
 
 
+RATIO_HINT = "write a share of requests between 0 and 1, e.g. 0.5 for half"
+
+
+def parse_ratio(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise Invalid(f"expected a number, got {describe(value)}", RATIO_HINT)
+    if not 0 < value <= 1:
+        raise Invalid(f"must be above 0 and at most 1, got {value}", RATIO_HINT)
+    return float(value)
+
+
 SIZE_HINT = "write bytes as a whole number, or a string like 16k, 10m or 10MiB; units are 1024-based"
 _SIZE_RE = re.compile(r"(\d{1,30})\s*([kmg]?)(i?b)?", re.IGNORECASE | re.ASCII)
 # More than any limit means; beyond it a C int64 on the native side overflows.

@@ -11,7 +11,7 @@ from fastgw.config.health_section import DISCOVERY_KEYS, HEALTH_KEYS, read_disco
 from fastgw.config.model import CircuitBreaker, Cluster, Endpoint, Limits, Listener, ServerSettings, UpstreamTimeouts
 from fastgw.config.reader import Section, parse_or_record
 from fastgw.config.retry_section import read_retry_budget
-from fastgw.config.schema import HASH_ON_HINT, LB_POLICIES, parse_hash_on
+from fastgw.config.schema import HASH_ON_HINT, LB_POLICIES, parse_hash_on, parse_ratio
 from fastgw.config.schema import (
     ADDRESS_HINT, URL_HINT, describe, format_address, parse_address, parse_duration, parse_endpoint_url,
     parse_int, parse_lb, parse_name, parse_rate_limit_slots, parse_size, parse_trusted_proxy, parse_workers,
@@ -183,17 +183,6 @@ def _read_cluster(name: str, cluster: Section) -> Cluster:
 
 
 CIRCUIT_BREAKER_KEYS = ("failures", "failure_ratio", "window", "min_requests", "open_for", "half_open_probes")
-RATIO_HINT = "write a share of requests between 0 and 1, e.g. 0.5 for half"
-
-
-def parse_ratio(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise Invalid(f"expected a number, got {describe(value)}", RATIO_HINT)
-    if not 0 < value <= 1:
-        raise Invalid(f"must be above 0 and at most 1, got {value}", RATIO_HINT)
-    return float(value)
-
-
 def _read_circuit_breaker(cluster: Section) -> CircuitBreaker:
     """`failures` (consecutive) or `failure_ratio` (over `window`): one model per breaker."""
     section = cluster.section("circuit_breaker", CIRCUIT_BREAKER_KEYS)
