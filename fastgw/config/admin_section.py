@@ -21,7 +21,7 @@ from dataclasses import replace
 from fastgw.config.model import AdminSettings, Cluster, Config, Listener
 from fastgw.config.errors import ErrorList, Invalid, item
 from fastgw.config.reader import Section, parse_or_record
-from fastgw.config.schema import (ADDRESS_HINT, describe, format_address, parse_address, parse_name, shorten,
+from fastgw.config.schema import (ADDRESS_HINT, describe, parse_bool, format_address, parse_address, parse_name, shorten,
                                   suggestion)
 
 ADMIN_KEYS = ("enabled", "address", "token", "token_file", "token_env", "required_clusters")
@@ -36,7 +36,7 @@ REQUIRED_HINT = "write a list of cluster names, e.g. required_clusters: [users]"
 def read_admin(top: Section, listeners: tuple[Listener, ...], clusters: Mapping[str, Cluster],
                env: Mapping[str, str]) -> AdminSettings:
     admin = top.section("admin", ADMIN_KEYS)
-    enabled = admin.parse("enabled", _parse_bool, True)
+    enabled = admin.parse("enabled", parse_bool, True)
     host, port = admin.parse("address", parse_address, (model.DEFAULT_ADMIN_HOST, model.DEFAULT_ADMIN_PORT))
     token, source = _read_token(admin, env)
     required = _read_required_clusters(admin, clusters)
@@ -44,12 +44,6 @@ def read_admin(top: Section, listeners: tuple[Listener, ...], clusters: Mapping[
         _check_address(admin, host, port, token, listeners)
     return AdminSettings(enabled=enabled, host=host, port=port, token=token, token_source=source,
                          required_clusters=required)
-
-
-def _parse_bool(value: object) -> bool:
-    if not isinstance(value, bool):
-        raise Invalid(f"expected true or false, got {describe(value)}", "write true or false")
-    return value
 
 
 def is_loopback(host: str) -> bool:

@@ -23,7 +23,7 @@ from fastgw.config.auth_model import (
 from fastgw.config.errors import Invalid, item
 from fastgw.config.reader import Section, parse_or_record
 from fastgw.config.schema import (
-    check_settable, describe, parse_duration, parse_header_name, parse_int, parse_method, suggestion,
+    check_settable, describe, parse_bool, parse_duration, parse_header_name, parse_int, parse_method, suggestion,
 )
 
 AUTH_KEYS = ("jwt", "api_keys", "scopes", "scopes_mode")
@@ -339,7 +339,7 @@ def read_keys_file(path: str, keypath: str, errors) -> tuple[ApiKey, ...]:
         key = ApiKey(id=key_id or "", consumer=consumer or "", sha256=digest or b"",
                      scopes=entry.parse("scopes", parse_scopes, ()),
                      expires=entry.parse("expires", _parse_expiry, None),
-                     enabled=entry.parse("enabled", _parse_bool, True))
+                     enabled=entry.parse("enabled", partial(parse_bool, hint="write enabled: false to revoke a key"), True))
         if key_id is not None and digest is not None:
             keys.append(key)
     return tuple(keys)
@@ -374,12 +374,6 @@ def _parse_expiry(value: object) -> float:
         except ValueError:
             pass
     raise Invalid(f"expected a date, got {describe(value)}", "e.g. expires: 2027-01-31T00:00:00Z (UTC)")
-
-
-def _parse_bool(value: object) -> bool:
-    if not isinstance(value, bool):
-        raise Invalid(f"expected true or false, got {describe(value)}", "write enabled: false to revoke a key")
-    return value
 
 
 def apply_edge_defaults(top: Section, routes, auth: Auth | None, security_headers) -> tuple:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+from functools import partial
 
 from fastgw.config.auth_section import parse_http_url
 from fastgw.config.auth_model import SECURITY_HEADER_PRESET, Cors, ForwardAuth, IpFilter, SecurityHeaders
 from fastgw.config.errors import Invalid, item
 from fastgw.config.reader import Section, parse_or_record
 from fastgw.config.schema import (
-    check_settable, describe, parse_duration, parse_header_name, parse_header_value, parse_int, parse_method,
+    check_settable, describe, parse_bool, parse_duration, parse_header_name, parse_header_value, parse_int, parse_method,
     parse_trusted_proxy, suggestion,
 )
 
@@ -57,7 +58,7 @@ def read_cors(parent: Section) -> Cors | None:
     methods = section.parse("methods", _parse_methods, ("GET", "HEAD", "POST"))
     headers = section.parse("headers", _parse_header_names, ())
     expose = section.parse("expose_headers", _parse_header_names, ())
-    credentials = section.parse("credentials", _parse_bool, False)
+    credentials = section.parse("credentials", partial(parse_bool, hint="e.g. credentials: true"), False)
     max_age = section.parse("max_age", _parse_max_age, None)
     if credentials and "*" in origins:
         section.errors.add(section.path("origins"), "\"*\" cannot be combined with credentials: true",
@@ -90,12 +91,6 @@ def _parse_header_names(value: object) -> tuple[str, ...]:
     for name in value:
         parse_header_name(name)  # validates; the name is kept as written (browsers read it case-blind)
     return tuple(dict.fromkeys(value))
-
-
-def _parse_bool(value: object) -> bool:
-    if not isinstance(value, bool):
-        raise Invalid(f"expected true or false, got {describe(value)}", "e.g. credentials: true")
-    return value
 
 
 def _parse_max_age(value: object) -> int:

@@ -6,7 +6,7 @@ import importlib.util
 from fastgw.config.errors import Invalid, item
 from fastgw.config.model import AccessLog, MetricsSettings, Observe, SpanExport, Tracing
 from fastgw.config.reader import Section, parse_or_record
-from fastgw.config.schema import describe, parse_duration, parse_header_name, parse_name
+from fastgw.config.schema import describe, parse_bool, parse_duration, parse_header_name, parse_name
 
 METRICS_KEYS = ("enabled",)
 ACCESS_LOG_KEYS = ("enabled", "path", "sampling", "flush_interval", "headers", "redact_headers", "redact_query")
@@ -14,16 +14,9 @@ TRACING_KEYS = ("propagate", "export")
 EXPORT_KEYS = ("endpoint", "service_name", "flush_interval")
 OTLP_HINT = "write the OTLP/HTTP traces URL of a collector, e.g. http://127.0.0.1:4318/v1/traces"
 
-BOOL_HINT = "write true or false"
 SAMPLING_HINT = "write the share of requests to log, from 0 (none) to 1 (all), e.g. 0.1"
 PATH_HINT = "write stdout, or the path of a file to append to, e.g. /var/log/fastgw/access.log"
 QUERY_HINT = "write query parameter names, e.g. [token, api_key]"
-
-
-def parse_bool(value: object) -> bool:
-    if not isinstance(value, bool):
-        raise Invalid(f"expected true or false, got {describe(value)}", BOOL_HINT)
-    return value
 
 
 def parse_sampling(value: object) -> float:

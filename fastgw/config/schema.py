@@ -93,6 +93,16 @@ def parse_duration(value: object, *, allow_zero: bool = False) -> float:
     return seconds
 
 
+BOOL_HINT = "write true or false"
+
+
+def parse_bool(value: object, *, hint: str = BOOL_HINT) -> bool:
+    """A YAML boolean; `hint` names the key's use where "true or false" says too little."""
+    if not isinstance(value, bool):
+        raise Invalid(f"expected true or false, got {describe(value)}", hint)
+    return value
+
+
 RATIO_HINT = "write a share of requests between 0 and 1, e.g. 0.5 for half"
 
 
