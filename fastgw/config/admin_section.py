@@ -19,10 +19,10 @@ from fastgw.config import model
 from dataclasses import replace
 
 from fastgw.config.model import AdminSettings, Cluster, Config, Listener
-from fastgw.config.errors import ErrorList, Invalid, item
+from fastgw.config.errors import ErrorList, item
 from fastgw.config.reader import Section, parse_or_record
-from fastgw.config.schema import (ADDRESS_HINT, describe, parse_bool, format_address, parse_address, parse_name, shorten,
-                                  suggestion)
+from fastgw.config.schema import (ADDRESS_HINT, describe, format_address, parse_address, parse_bool, parse_name,
+                                  shorten, suggestion)
 
 ADMIN_KEYS = ("enabled", "address", "token", "token_file", "token_env", "required_clusters")
 TOKEN_KEYS = ("token", "token_file", "token_env")

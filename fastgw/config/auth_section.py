@@ -339,7 +339,7 @@ def read_keys_file(path: str, keypath: str, errors) -> tuple[ApiKey, ...]:
         key = ApiKey(id=key_id or "", consumer=consumer or "", sha256=digest or b"",
                      scopes=entry.parse("scopes", parse_scopes, ()),
                      expires=entry.parse("expires", _parse_expiry, None),
-                     enabled=entry.parse("enabled", partial(parse_bool, hint="write enabled: false to revoke a key"), True))
+                     enabled=entry.parse("enabled", _parse_enabled, True))
         if key_id is not None and digest is not None:
             keys.append(key)
     return tuple(keys)
@@ -374,6 +374,9 @@ def _parse_expiry(value: object) -> float:
         except ValueError:
             pass
     raise Invalid(f"expected a date, got {describe(value)}", "e.g. expires: 2027-01-31T00:00:00Z (UTC)")
+
+
+_parse_enabled = partial(parse_bool, hint="write enabled: false to revoke a key")
 
 
 def apply_edge_defaults(top: Section, routes, auth: Auth | None, security_headers) -> tuple:

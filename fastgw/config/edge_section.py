@@ -10,8 +10,8 @@ from fastgw.config.auth_model import SECURITY_HEADER_PRESET, Cors, ForwardAuth, 
 from fastgw.config.errors import Invalid, item
 from fastgw.config.reader import Section, parse_or_record
 from fastgw.config.schema import (
-    check_settable, describe, parse_bool, parse_duration, parse_header_name, parse_header_value, parse_int, parse_method,
-    parse_trusted_proxy, suggestion,
+    check_settable, describe, parse_bool, parse_duration, parse_header_name, parse_header_value, parse_int,
+    parse_method, parse_trusted_proxy, suggestion,
 )
 
 IP_FILTER_KEYS = ("allow", "deny")
@@ -58,7 +58,7 @@ def read_cors(parent: Section) -> Cors | None:
     methods = section.parse("methods", _parse_methods, ("GET", "HEAD", "POST"))
     headers = section.parse("headers", _parse_header_names, ())
     expose = section.parse("expose_headers", _parse_header_names, ())
-    credentials = section.parse("credentials", partial(parse_bool, hint="e.g. credentials: true"), False)
+    credentials = section.parse("credentials", _parse_credentials, False)
     max_age = section.parse("max_age", _parse_max_age, None)
     if credentials and "*" in origins:
         section.errors.add(section.path("origins"), "\"*\" cannot be combined with credentials: true",
@@ -91,6 +91,9 @@ def _parse_header_names(value: object) -> tuple[str, ...]:
     for name in value:
         parse_header_name(name)  # validates; the name is kept as written (browsers read it case-blind)
     return tuple(dict.fromkeys(value))
+
+
+_parse_credentials = partial(parse_bool, hint="e.g. credentials: true")
 
 
 def _parse_max_age(value: object) -> int:

@@ -77,7 +77,6 @@ def parse_retry_on(value: object) -> tuple[str, ...]:
 
 
 def read_retry_budget(cluster: Section) -> RetryBudget:
-
     budget = cluster.section("retry_budget", RETRY_BUDGET_KEYS)
     return RetryBudget(
         ratio=budget.parse("ratio", parse_ratio, model.DEFAULT_RETRY_BUDGET_RATIO),

@@ -6,15 +6,16 @@ from functools import partial
 
 from fastgw.config import model
 from fastgw.config.concurrency_section import CONCURRENCY_KEY_HOMES, read_concurrency
-from fastgw.config.errors import Invalid, child, item
+from fastgw.config.errors import child, item
 from fastgw.config.health_section import DISCOVERY_KEYS, HEALTH_KEYS, read_discovery, read_health
 from fastgw.config.model import CircuitBreaker, Cluster, Endpoint, Limits, Listener, ServerSettings, UpstreamTimeouts
 from fastgw.config.reader import Section, parse_or_record
 from fastgw.config.retry_section import read_retry_budget
-from fastgw.config.schema import HASH_ON_HINT, LB_POLICIES, parse_hash_on, parse_ratio
+from fastgw.config.schema import HASH_ON_HINT, LB_POLICIES, parse_hash_on
 from fastgw.config.schema import (
     ADDRESS_HINT, URL_HINT, describe, format_address, parse_address, parse_duration, parse_endpoint_url,
-    parse_int, parse_lb, parse_name, parse_rate_limit_slots, parse_size, parse_trusted_proxy, parse_workers,
+    parse_int, parse_lb, parse_name, parse_rate_limit_slots, parse_ratio, parse_size, parse_trusted_proxy,
+    parse_workers,
 )
 
 TOP_LEVEL_KEYS = ("listeners", "server", "clusters", "routes", "redis", "metrics", "access_log", "tracing",
@@ -183,6 +184,8 @@ def _read_cluster(name: str, cluster: Section) -> Cluster:
 
 
 CIRCUIT_BREAKER_KEYS = ("failures", "failure_ratio", "window", "min_requests", "open_for", "half_open_probes")
+
+
 def _read_circuit_breaker(cluster: Section) -> CircuitBreaker:
     """`failures` (consecutive) or `failure_ratio` (over `window`): one model per breaker."""
     section = cluster.section("circuit_breaker", CIRCUIT_BREAKER_KEYS)
