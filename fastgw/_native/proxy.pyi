@@ -1,7 +1,7 @@
 """The per-request state machine of a worker (fastgw/_native/proxy.pyx), as
 Python sees it: typed fields (cdef public) and the protocol callbacks.
 The module is proxy.pyx with its include files proxy_upstream.pxi,
-proxy_exchange.pxi and proxy_client.pxi."""
+proxy_exchange.pxi, proxy_admission.pxi and proxy_client.pxi."""
 import asyncio
 from collections.abc import Callable
 from typing import Any, Final

@@ -12,6 +12,7 @@ split along its class seams into include files:
 
     proxy_upstream.pxi   EndpointPool, UpstreamConnection
     proxy_exchange.pxi   Exchange (the phases of one request)
+    proxy_admission.pxi  its phases 3-4: the route's stages, in plan order
     proxy_client.pxi     ClientConnection
 
 A request's way through (the phases: fastgw/pipeline/phases.py and
@@ -24,7 +25,8 @@ docs/architecture.md):
       body limit (413)       --->   proxy_to(): target kept
                                     start(): plan.stages in phase order
                                       (request_head, access, admission;
-                                       LocalLimit natively)
+                                       LocalLimit natively: run_admission,
+                                       proxy_admission.pxi)
                                     _build_head(): upstream request head
                                     upstream_select, pool checkout / dial --> connection_made
     request body       --------->   request_body() ----------->   transport.write
@@ -232,4 +234,5 @@ cdef class Answer:
 
 include "proxy_upstream.pxi"
 include "proxy_exchange.pxi"
+include "proxy_admission.pxi"
 include "proxy_client.pxi"

@@ -143,83 +143,12 @@ cdef class Exchange(Timed):
             self._response_finished()
             return
         if self.plan.stages is not None:
-            self._run_admission()
+            run_admission(self)
             return
         self._build_head()
         self._select_upstream()
 
-    # -- phases 3-4: the route's stages (plugins, access, limits, slots) -------
-    cdef void _run_admission(self):
-        """Run the plan's remaining stages in order; stop at a refusal or at a
-        stage that keeps the exchange (WAIT); after the last one, phase 5."""
-        cdef tuple stages = self.plan.stages
-        while self.admission_step < len(stages):
-            stage = stages[self.admission_step]
-            self.admission_step += 1
-            if type(stage) is LocalLimit:
-                if not self._local_limit((<LocalLimit>stage).limiter):
-                    return  # answered 429 (a local reply)
-                continue
-            self.admission_state = ADMIT_RUNNING
-            if type(stage) is PluginHook:
-                verdict = self._plugin_hook(<PluginHook>stage)
-            else:
-                try:
-                    verdict = stage.admit(self)
-                except Exception as err:  # a bug in a stage: this request fails, the rest go on
-                    self.client.gateway.log_internal_error(f"stage {stage!r}", err)
-                    verdict = ProxyError(500, "internal_error", "internal error in a stage")
-            if verdict is WAIT:
-                if self.admission_state == ADMIT_EARLY:  # it already decided
-                    verdict = self.admission_verdict
-                    self.admission_verdict = None
-                else:
-                    self.admission_state = ADMIT_WAITING
-                    return
-            self.admission_state = 0
-            if verdict is not None:
-                self._refuse(verdict)
-                return
-        self._build_head()
-        self._select_upstream()
-
-    cdef object _plugin_hook(self, PluginHook stage):
-        """Call a plugin's request hook: None goes on; anything else is judged
-        by the plugin runtime (an Answer, an awaitable to wait for, an error)."""
-        cdef ExchangeView view
-        if self.context is None:
-            view = stage.make_request.__new__(stage.make_request)
-            view._ex = self
-            self.context = view
-        cdef long long started = now_ns()
-        try:
-            result = stage.hook(self.context)
-        except Exception as err:
-            return stage.on_error(err)
-        cdef long long spent = now_ns() - started
-        if spent > stage.budget_ns:
-            stage.on_slow(spent)
-        if result is None:
-            return None
-        return stage.on_result(self, result, started)
-
-    cdef bint _local_limit(self, object limiter):
-        """Host-local rate limits (phase 4): True passes; False answered 429."""
-        cdef GatewayCore gateway = self.client.gateway
-        decision = limiter.check(self.client.peer_ip, self.request_headers)
-        self.rate_limit = 1 if decision.allowed else 2
-        if gateway.metrics is not None:
-            gateway.metrics.rate_limited(self.plan.index, decision.allowed)
-        if decision.allowed:
-            self.add_response_headers(decision.headers)
-            return True
-        # As any local reply: the rest of a body is read and dropped, the
-        # connection kept.
-        self.local_reply = (decision.status, "rate_limited", decision.message, decision.headers)
-        self._write_error(decision.status, "rate_limited", decision.message, decision.headers)
-        self._response_finished()
-        return False
-
+    # -- phases 3-4 run in proxy_admission.pxi; a stage that waited ends here --
     def admission_done(self, verdict):
         """A stage that answered WAIT decides: None goes on, a ProxyError refuses."""
         if self.admission_state == ADMIT_RUNNING:
@@ -230,23 +159,9 @@ cdef class Exchange(Timed):
             return
         self.admission_state = 0
         if verdict is not None:
-            self._refuse(verdict)
+            refuse(self, verdict)
         else:
-            self._run_admission()
-
-    cdef void _refuse(self, verdict):
-        """A stage said no (a ProxyError) or answered itself (an Answer).
-        Nothing went upstream: a request without a body keeps its connection
-        (the rest of a body would have to be read and dropped first, so a
-        request with one is answered on a closing connection)."""
-        if not (self.request_done or (not self.info.chunked and self.info.content_length <= 0)):
-            self.keep_alive = False
-        self.response_done = True
-        if type(verdict) is Answer:
-            self._write_answer(<Answer>verdict)
-        else:
-            self._write_error(verdict.status, verdict.code, verdict.message, verdict.headers)
-        self._response_finished()
+            run_admission(self)
 
     def add_response_headers(self, bytes lines):
         """Header lines ("Name: value\r\n" each) for the response this exchange sends."""
