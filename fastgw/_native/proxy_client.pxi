@@ -77,7 +77,14 @@ cdef class ClientConnection(Timed):
                 self.gateway.log_internal_error("request callback", cause or err)
                 self._reject(500, "internal_error", "internal error while reading the request")
         except HttpParserError as err:
-            self._reject(400, "bad_request", f"malformed request: {err}")
+            if "PRI/Upgrade" in str(err):
+                # llhttp's HPE_PAUSED_H2_UPGRADE: an HTTP/2 connection preface
+                # ("PRI * HTTP/2.0", prior knowledge). Say so, in HTTP/1.1 words
+                # the client's developer can read, rather than a parser internal.
+                self._reject(505, "http2_not_supported",
+                             "HTTP/2 is not supported on this listener; use HTTP/1.1")
+            else:
+                self._reject(400, "bad_request", f"malformed request: {err}")
         else:
             if self.in_head:
                 # httptools buffers a header line until it ends: bound that here.

@@ -1,11 +1,9 @@
 """An HTTP/2 client (prior knowledge: the connection preface) on an
 HTTP/1.1 listener gets an answer in words, not a parser internal.
 
-xfail until the 3-line change in fastgw/_native/proxy_client.pxi
-(ClientConnection.data_received, the `except HttpParserError` branch) lands:
-llhttp reports the preface as HPE_PAUSED_H2_UPGRADE ("Pause on PRI/Upgrade"),
-which today becomes 400 "malformed request: Pause on PRI/Upgrade". strict:
-once it lands this test passes and the marker must go.
+llhttp reports the preface as HPE_PAUSED_H2_UPGRADE ("Pause on PRI/Upgrade");
+fastgw/_native/proxy_client.pxi (ClientConnection.data_received) answers it
+505 `http2_not_supported` instead of 400 "malformed request: Pause on ...".
 """
 from __future__ import annotations
 
@@ -28,7 +26,6 @@ def _answer(port: int, data: bytes) -> tuple[bytes, bytes]:
     return head, body
 
 
-@pytest.mark.xfail(strict=True, reason="needs the proxy_client.pxi change described in the module docstring")
 @pytest.mark.timeout(30)
 def test_http2_preface_is_answered_in_words(proxy):
     head, body = _answer(proxy.port, PREFACE + SETTINGS)
@@ -41,8 +38,14 @@ def test_http2_preface_is_answered_in_words(proxy):
 
 
 @pytest.mark.timeout(30)
-def test_http2_preface_today_is_refused_and_never_forwarded(proxy):
-    """What holds now and after the change: refused, closed, not forwarded."""
-    head, _ = _answer(proxy.port, PREFACE + SETTINGS)
-    assert head.split(b" ")[1] in (b"400", b"505"), head
+def test_a_preface_split_across_packets_gets_the_same_answer(proxy):
+    """The preface in two writes (a slow client): the same 505, nothing forwarded."""
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+        sock.sendall(PREFACE[:7])
+        sock.sendall(PREFACE[7:] + SETTINGS)
+        got = b""
+        while chunk := sock.recv(65536):
+            got += chunk
+    assert got.startswith(b"HTTP/1.1 505 "), got
+    assert json.loads(got.partition(b"\r\n\r\n")[2])["error"]["code"] == "http2_not_supported"
     assert proxy.up.requests == []
