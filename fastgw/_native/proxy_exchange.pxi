@@ -629,6 +629,11 @@ cdef class Exchange(Timed):
 
     cdef void _write_error(self, int status, str code, str message, bytes extra=b""):
         self.status = status
+        if self.response_extra is not None:
+            # What the stages that passed added (CORS, rate-limit state) goes
+            # on the gateway's own errors too: a browser can read a 401/429/502
+            # only when it carries Access-Control-Allow-Origin.
+            extra = self.response_extra + extra
         self.client.send(error_reply(status, code, message, self.request_id,
                                      self.keep_alive, extra))
 

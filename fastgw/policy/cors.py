@@ -10,6 +10,10 @@
   (the origin itself, or `*` when any origin is allowed without
   credentials), -Allow-Credentials and -Expose-Headers on its response;
   from a disallowed origin, none (the browser then hides the answer).
+- The gateway's own error answers (401/403 of authentication, 429 of a
+  limit, 502/503/504) carry the same headers as an upstream answer would:
+  the exchange adds what the stages added (fastgw/_native/proxy_exchange.pxi
+  `_write_error`), so a browser app can read why it was refused.
 - Every response of the route says `Vary: Origin`, so a cache never hands
   one origin's answer to another. The upstream's own Access-Control-Allow-*
   and -Expose-Headers are dropped: the gateway's policy is the one in force.
@@ -107,7 +111,9 @@ class CorsStage:
             if fields is None:
                 ex.log_fields = fields = {}
             fields["cors"] = f"refused_{why.replace(' ', '_')}"
-            return ProxyError(403, "cors_refused", f"the preflight's {why} is not allowed on this route", VARY)
+            # No header of its own: the exchange's error reply carries the Vary
+            # that admit() added, and no Access-Control-* (none was added).
+            return ProxyError(403, "cors_refused", f"the preflight's {why} is not allowed on this route")
         return Answer(200, self._allow_origin(origin) + self.preflight_extra, b"")
 
 

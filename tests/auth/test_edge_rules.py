@@ -118,6 +118,50 @@ def test_cors_actual_requests_and_vary(upstream, gateway_factory):
 
 
 @pytest.mark.timeout(60)
+def test_the_gateways_own_errors_carry_cors_headers(upstream, gateway_factory, tmp_path):
+    """A browser app reads a 401, a 429 or a 502 only when it carries
+    Access-Control-Allow-Origin: the gateway's error replies get what the
+    CORS stage added, once, and a disallowed origin still gets none."""
+    import yaml
+    from fastgw.auth.api_keys import hash_key
+    key = "fgw_key_cors_0123456789abcdefghij"
+    keys = tmp_path / "keys.yaml"
+    keys.write_text(yaml.safe_dump({"keys": [{"id": "k", "consumer": "web", "hash": hash_key(key)}]}))
+    cors = {"origins": ["https://app.test"], "methods": ["GET"], "credentials": True}
+    gw = gateway_factory({
+        "clusters": {"app": cluster(upstream.url), "dead": cluster("http://127.0.0.1:1")},
+        "routes": [route("keyed", "app", prefix="/keyed/", cors=cors,
+                         auth={"api_keys": {"file": str(keys), "header": "X-Api-Key"}},
+                         rate_limits=[{"key": "route", "rate": "1/h", "burst": 1}]),
+                   route("down", "dead", prefix="/down/", cors=cors)]})
+    app = [("Origin", "https://app.test")]
+
+    def vary_origin_count(resp):
+        return [v.lower() for v in resp.header_tokens("vary")].count("origin")
+
+    denied = http_request(gw.port, "GET", "/keyed/a", app)            # no key
+    assert_gateway_error(denied, 401, "invalid_token")
+    assert denied.header_all("access-control-allow-origin") == ["https://app.test"], denied.describe()
+    assert denied.header("access-control-allow-credentials") == "true"
+    assert vary_origin_count(denied) == 1, denied.describe()
+    other = http_request(gw.port, "GET", "/keyed/a", [("Origin", "https://evil.test")])
+    assert other.status == 401 and acheaders(other) == set(), other.describe()
+    assert http_request(gw.port, "GET", "/keyed/a", app + [("X-Api-Key", key)]).status == 200
+    limited = http_request(gw.port, "GET", "/keyed/b", app + [("X-Api-Key", key)])   # burst 1 spent
+    assert_gateway_error(limited, 429, "rate_limited")
+    assert limited.header_all("access-control-allow-origin") == ["https://app.test"], limited.describe()
+    assert vary_origin_count(limited) == 1
+    down = http_request(gw.port, "GET", "/down/x", app)
+    assert down.status == 502, down.describe()
+    assert down.header_all("access-control-allow-origin") == ["https://app.test"], down.describe()
+    refused = http_request(gw.port, "OPTIONS", "/keyed/a", [("Origin", "https://evil.test"),
+                                                           ("Access-Control-Request-Method", "GET")])
+    assert_gateway_error(refused, 403, "cors_refused")
+    assert acheaders(refused) == set() and vary_origin_count(refused) == 1, refused.describe()
+    assert [r.path for r in upstream.requests] == ["/keyed/a"]
+
+
+@pytest.mark.timeout(60)
 def test_security_headers_preset_global_route_override_and_opt_out(upstream, gateway_factory):
     gw = gateway_factory({
         "security_headers": "default",
