@@ -46,6 +46,8 @@ def test_pip_wheel_builds_a_wheel_with_the_compiled_modules(tmp_path):
                    "accesslog", "codes"):
         assert any(re.fullmatch(rf"fastgw/_native/{module}\.cpython-.*\.so", n) for n in names), module
     assert "fastgw/admin/openapi.json" in names
+    generated_c = sorted(n for n in names if n.endswith(".c"))
+    assert generated_c == [], f"Cython's generated C shipped in the wheel: {generated_c}"
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "fastgw = fastgw.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
