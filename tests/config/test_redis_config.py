@@ -33,7 +33,7 @@ redis:
   log_interval: 1s
 """ + ROUTE_WITH_REDIS_LIMIT), env={})
     assert config.redis == Redis(host="cache.local", port=6380, db=2, username="user", password="p@ss",
-                                 timeout=0.02, connect_timeout=0.5, failure_mode="closed", log_interval=1.0)
+                                 password_source="redis.url", timeout=0.02, connect_timeout=0.5, failure_mode="closed", log_interval=1.0)
     assert "p@ss" not in repr(config.redis) and config.redis.address == "cache.local:6380"
     config = load(write_config("redis: {url: 'unix:///run/redis.sock?db=1'}\n" + ROUTE_WITH_REDIS_LIMIT), env={})
     assert (config.redis.unix_path, config.redis.db, config.redis.address) == ("/run/redis.sock", 1,
@@ -62,7 +62,6 @@ def test_each_redis_error_and_the_password_stays_out(config_errors, find_error):
     cases = {
         "url: 'redis://:hunter2@127.0.0.1:99999'": ("redis.url", "port 99999 is out of range"),
         "url: '127.0.0.1:6379'": ("redis.url", "has no scheme", "add redis:// in front"),
-        "url: 'rediss://:hunter2@h:1'": ("redis.url", "TLS to Redis (rediss://) is not supported"),
         "url: 'http://h:1'": ("redis.url", "scheme 'http' is not supported"),
         "url: 'redis://:hunter2@h:1/db9x'": ("redis.url", "database 'db9x' is not a number from 0 to 15"),
         "url: 'redis://h:1?timeout=3'": ("redis.url", "unknown URL parameter 'timeout'", "only ?db=N"),
