@@ -81,6 +81,7 @@ def _read_credentials(section: Section, redis: Redis, env: Mapping[str, str]) ->
                                "keep the user in one place: remove it from the URL or remove redis.username")
         username = section.parse("username", _parse_username, None)
     given = [key for key in PASSWORD_KEYS if section.has(key)]
+    any_given = bool(given)
     if source is not None and given:
         section.errors.add(section.path(given[0]), "the URL holds a password too",
                            f"keep one source of the password: remove it from the URL or remove redis.{given[0]}")
@@ -96,7 +97,7 @@ def _read_credentials(section: Section, redis: Redis, env: Mapping[str, str]) ->
             value = section.get(key)
             source = {"password": "redis.password", "password_env": f"env {value}",
                       "password_file": f"file {value}"}[key]
-    if username is not None and password is None and not given and source is None:
+    if username is not None and password is None and not any_given and source is None:
         section.errors.add(section.path("username") if section.has("username") else section.path("url"),
                            f"user {username!r} has no password",
                            "add password_file, password_env or password (an ACL user with nopass "
