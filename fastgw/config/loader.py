@@ -50,7 +50,7 @@ def build(document: object, errors: ErrorList, env: Mapping[str, str]) -> Config
     # top to bottom, the order a user fixes them in.
     listeners = read_listeners(top)
     server = read_server(top)
-    redis = read_redis(top)
+    redis = read_redis(top, env)
     clusters = read_clusters(top)
     routes = read_routes(top, clusters)
     check_limit_scopes(top, redis)

@@ -286,11 +286,24 @@ class PluginSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class RedisTls:
+    """TLS to Redis (`rediss://`, `redis.tls`). Paths are absolute (resolved
+    against the config file's directory). `insecure_skip_verify` turns off
+    certificate and host name checks; it is logged as a warning."""
+    ca_file: str | None = None          # else the system trust store
+    cert_file: str | None = None        # a client certificate (with key_file)
+    key_file: str | None = None
+    server_name: str | None = None      # SNI and the name checked; else the URL's host
+    insecure_skip_verify: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Redis:
     """The Redis server `scope: redis` rate limits share (fastgw/redis/).
 
-    Either TCP (`host`, `port`) or a unix socket (`unix_path`). The password
-    is kept out of repr() and out of `address`, which is what logs show.
+    Either TCP (`host`, `port`, optionally with `tls`) or a unix socket
+    (`unix_path`). The password is kept out of repr() and out of `address`,
+    which is what logs show; GET /config shows it as <redacted>.
     failure_mode "open": a request whose limit Redis cannot answer in
     `timeout` proceeds unlimited; "closed": it gets 503 rate_limit_unavailable.
     """
@@ -300,6 +313,10 @@ class Redis:
     db: int = 0
     username: str | None = field(default=None, repr=False)
     password: str | None = field(default=None, repr=False)
+    # Where the password came from, for log lines: "redis.url",
+    # "redis.password", "env NAME" or "file PATH"; None without a password.
+    password_source: str | None = None
+    tls: RedisTls | None = None         # None: plain TCP (or a unix socket)
     timeout: float = DEFAULT_REDIS_TIMEOUT
     connect_timeout: float = DEFAULT_REDIS_CONNECT_TIMEOUT
     failure_mode: str = "open"

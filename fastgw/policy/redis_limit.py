@@ -32,6 +32,7 @@ from fastgw.policy.redis_rate_limit import has_redis_limits
 from fastgw.proxy.errors import ProxyError
 from fastgw.redis.client import RedisClient, Script, encode_bulk
 from fastgw.redis.ratelimit_lua import SOURCE
+from fastgw.redis.tls import client_context
 
 log = logging.getLogger("fastgw")
 
@@ -148,9 +149,18 @@ class RedisLimitStage:
 
 
 def create_client(loop, redis: Redis) -> RedisClient:
+    """The worker's one client for every Redis use (these limits, the health check)."""
+    context = None
+    if redis.tls is not None:
+        context = client_context(redis.tls)
+        if redis.tls.insecure_skip_verify:
+            log.warning("redis at %s: TLS certificate verification is OFF (redis.tls.insecure_skip_verify: "
+                        "true): anyone on the network path can pose as this Redis and read its password",
+                        redis.address)
     return RedisClient(loop, host=redis.host, port=redis.port, unix_path=redis.unix_path, db=redis.db,
-                       username=redis.username, password=redis.password, timeout=redis.timeout,
-                       connect_timeout=redis.connect_timeout)
+                       username=redis.username, password=redis.password, password_source=redis.password_source,
+                       ssl=context, server_hostname=redis.tls.server_name if redis.tls else None,
+                       timeout=redis.timeout, connect_timeout=redis.connect_timeout)
 
 
 def build_stages(config: Config, loop) -> tuple[RedisClient, dict[int, RedisLimitStage]]:

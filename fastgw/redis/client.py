@@ -25,6 +25,13 @@ Failure behaviour (the gateway must never wait on a sick Redis):
   loaded (one SCRIPT LOAD per script, pipelined) and the command resent.
   Scripts registered with `register` are also loaded on every new connection.
 
+AUTH and TLS: with `password` the handshake sends `AUTH [username]
+password` first; with `ssl` (an SSLContext, fastgw/redis/tls.py) the
+connection is TLS, the certificate checked against `server_hostname`. A
+refused AUTH or a failed TLS handshake is one more reason Redis is
+unavailable: logged once (naming the user and where the password came
+from, never the password), retried with the same backoff.
+
 Replies are hiredis values: bytes, int, list, None, or hiredis.ReplyError
 (an error reply is handed to the callback as a value, never raised).
 """
@@ -34,6 +41,7 @@ import asyncio
 import hashlib
 import logging
 import socket
+import ssl as _ssl
 from collections import deque
 
 import hiredis
@@ -112,10 +120,14 @@ class RedisClient:
 
     def __init__(self, loop, *, host: str = "127.0.0.1", port: int = 6379, unix_path: str | None = None,
                  db: int = 0, username: str | None = None, password: str | None = None,
-                 timeout: float = 0.05, connect_timeout: float = 1.0):
+                 password_source: str | None = None, ssl: _ssl.SSLContext | None = None,
+                 server_hostname: str | None = None, timeout: float = 0.05, connect_timeout: float = 1.0):
         self.loop = loop
         self.host, self.port, self.unix_path = host, port, unix_path
         self.db, self.username, self.password = db, username, password
+        self.password_source = password_source   # for log lines: "env NAME", "file PATH", ...
+        self.ssl = ssl
+        self.server_hostname = (server_hostname or host) if ssl is not None else None
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.address = f"unix:{unix_path}" if unix_path else (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
@@ -364,8 +376,8 @@ class RedisClient:
                 return
             except asyncio.CancelledError:
                 raise
-            except Exception as error:  # refused, unreachable, timed out, AUTH refused
-                self.last_error = _describe(error)
+            except Exception as error:  # refused, unreachable, timed out, AUTH refused, TLS failed
+                self.last_error = self._describe(error)
                 if self._first_dial:
                     self._first_dial = False
                     self._fail_all(self.last_error)
@@ -378,7 +390,12 @@ class RedisClient:
         if self.unix_path:
             transport, protocol = await self.loop.create_unix_connection(lambda: _Protocol(self), self.unix_path)
         else:
-            transport, protocol = await self.loop.create_connection(lambda: _Protocol(self), self.host, self.port)
+            if self.ssl is not None:
+                transport, protocol = await self.loop.create_connection(
+                    lambda: _Protocol(self), self.host, self.port, ssl=self.ssl,
+                    server_hostname=self.server_hostname, ssl_handshake_timeout=self.connect_timeout)
+            else:
+                transport, protocol = await self.loop.create_connection(lambda: _Protocol(self), self.host, self.port)
             sock = transport.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -392,7 +409,10 @@ class RedisClient:
         handshake = []
         if self.password is not None:
             auth = (b"AUTH", self.username, self.password) if self.username else (b"AUTH", self.password)
-            handshake.append(self._handshake_step(encode_command(*auth), "AUTH"))
+            who = f"AUTH as user {self.username!r}" if self.username else "AUTH"
+            if self.password_source:
+                who += f" (password from {self.password_source})"
+            handshake.append(self._handshake_step(encode_command(*auth), who))
         if self.db:
             handshake.append(self._handshake_step(encode_command(b"SELECT", self.db), "SELECT"))
         for script in self.scripts:
@@ -439,12 +459,21 @@ class RedisClient:
         return future
 
 
-def _describe(error: BaseException) -> str:
-    if isinstance(error, (asyncio.TimeoutError, TimeoutError)):
-        return "connect timed out"
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror.lower()
-    return str(error) or type(error).__name__
+    def _describe(self, error: BaseException) -> str:
+        if isinstance(error, (asyncio.TimeoutError, TimeoutError)):
+            if self.ssl is not None and not self.connected:
+                return "connect or TLS handshake timed out (is the port a TLS port?)"
+            return "connect timed out"
+        if isinstance(error, _ssl.SSLCertVerificationError):
+            return (f"TLS certificate verification failed: {error.verify_message or error.reason} "
+                    f"(checked against redis.tls.ca_file or the system store, for the name "
+                    f"{self.server_hostname!r})")
+        if isinstance(error, _ssl.SSLError):
+            reason = (error.reason or str(error)).lower().replace("_", " ")
+            return f"TLS handshake failed: {reason} (is the port a TLS port?)"
+        if isinstance(error, OSError) and error.strerror:
+            return error.strerror.lower()
+        return str(error) or type(error).__name__
 
 
 def _settle(future: asyncio.Future, reply) -> None:

@@ -6,6 +6,12 @@ waits until it answers PING. `stop()` kills it by its PID (SIGKILL: an
 outage, not a shutdown); `start()` again brings it back on the same port,
 empty. `command(...)` talks to it with a plain blocking socket, so tests do
 not depend on the client under test to inspect Redis.
+
+`RedisServer(tmp, tls=certs)` (tests/support/certs.py) listens on TLS only
+(`--port 0 --tls-port PORT`, `--tls-auth-clients` from `tls_auth_clients`);
+`command` then talks TLS too, trusting the test CA and presenting the
+client certificate. `admin_password` is how `command` authenticates
+(e.g. with `--requirepass`), as the default user.
 """
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -49,16 +56,20 @@ def _encode(*args) -> bytes:
 
 
 class RedisServer:
-    def __init__(self, workdir: Path, port: int | None = None, extra_args: tuple[str, ...] = ()):
+    def __init__(self, workdir: Path, port: int | None = None, extra_args: tuple[str, ...] = (), tls=None,
+                 tls_auth_clients: str = "no", admin_password: str | None = None):
         self.workdir = Path(workdir)
         self.port = port or free_port()
         self.extra_args = extra_args
+        self.tls = tls
+        self.tls_auth_clients = tls_auth_clients
+        self.admin_password = admin_password
         self.proc: subprocess.Popen | None = None
         self.log_path = self.workdir / f"redis-{self.port}.log"
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -68,7 +79,13 @@ class RedisServer:
         binary = redis_server_binary()
         if binary is None:
             raise RuntimeError("redis-server not found (scripts/test.sh installs it with apt-get)")
-        cmd = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        if self.tls is not None:
+            listen = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.tls.server_cert),
+                      "--tls-key-file", str(self.tls.server_key), "--tls-ca-cert-file", str(self.tls.ca),
+                      "--tls-auth-clients", self.tls_auth_clients]
+        else:
+            listen = ["--port", str(self.port)]
+        cmd = [binary, *listen, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                "--dir", str(self.workdir), *self.extra_args]
         if _major_version(binary) >= 7:   # DEBUG (SLEEP) is off by default since 7; older ones refuse the option
             cmd += ["--enable-debug-command", "local"]
@@ -109,11 +126,20 @@ class RedisServer:
         assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGCONT)
 
+    def _connect(self, timeout: float) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        if self.tls is None:
+            return sock
+        context = ssl.create_default_context(cafile=str(self.tls.ca))
+        context.load_cert_chain(str(self.tls.client_cert), str(self.tls.client_key))
+        return context.wrap_socket(sock, server_hostname="127.0.0.1")
+
     def command(self, *args, timeout: float = 5.0, password: str | None = None):
         """One command over a fresh blocking connection (after AUTH with
-        `password`, for a server started with --requirepass); error replies
-        are raised."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
+        `password`, else `admin_password`, for a server started with
+        --requirepass); error replies are raised."""
+        password = password if password is not None else self.admin_password
+        with self._connect(timeout) as sock:
             if password is not None:
                 sock.sendall(_encode("AUTH", password) + _encode(*args))
             else:
