@@ -40,7 +40,7 @@ def parse_body(body: bytes, content_type: bytes | None) -> object:
             key, line, first = duplicates[0]
             raise BadBody(f"the body is not valid YAML: line {line}: duplicate key {key!r}, first at line {first}")
         return document
-    if kind not in ("", "application/json"):
+    if kind not in ("", "application/json", "application/merge-patch+json"):
         raise BadBody(f"Content-Type {kind} is not taken: send application/json or application/yaml")
     if not body.strip():
         raise BadBody("the body is empty: send the config as JSON (or YAML with Content-Type: application/yaml)")
