@@ -136,9 +136,14 @@ class ConfigChanges:
             persist = _query(request).get("persist", "").lower() in ("1", "true", "yes")
             if persist:
                 persist_temp = self._write_temp(document)
-            self.control.put_pending(document)
+            change_id = self.control.put_pending(document)
             result = await self.server.request_reload()
             self.control.drop_pending()  # taken by the master, unless it never started the reload
+            if result is not None and result.get("change") != change_id:
+                # Another SIGHUP (an operator's) came between: the reload that
+                # finished last was not this change's.
+                raise Refused(409, "reload_interleaved", "another reload ran at the same time; GET /config "
+                              "shows the config that serves, and the change may have to be made again")
             if result is None or not result.get("ok"):
                 result = result or {"code": "reload_timeout", "errors": ["the master did not finish the reload"]}
                 code = result.get("code", "reload_failed")

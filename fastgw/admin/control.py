@@ -63,15 +63,19 @@ class Control:
         return fd
 
     # -- the document handed to the master ------------------------------------------
-    def put_pending(self, document: object) -> None:
-        data = orjson.dumps(document, option=orjson.OPT_NON_STR_KEYS)
+    def put_pending(self, document: object) -> str:
+        """Leave `document` for the master's next reload; returns the id
+        the master puts in that reload's result (`change`)."""
+        change = os.urandom(8).hex()
+        data = orjson.dumps({"id": change, "document": document}, option=orjson.OPT_NON_STR_KEYS)
         temp = self.path("pending.json.tmp")
         with open(temp, "wb") as out:
             out.write(data)
         os.replace(temp, self.path("pending.json"))
+        return change
 
-    def take_pending(self) -> object | None:
-        """The master: the document to reload from, or None (reload the file)."""
+    def take_pending(self) -> dict | None:
+        """The master: {"id", "document"} to reload from, or None (reload the file)."""
         path = self.path("pending.json")
         try:
             with open(path, "rb") as file:

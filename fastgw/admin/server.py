@@ -375,6 +375,12 @@ class AdminConnection(asyncio.Protocol):
         self.headers[name.lower()] = value
         self._count_head(len(name) + len(value))
 
+    def on_headers_complete(self):
+        # curl sends `Expect: 100-continue` before a body over 1 KiB (PUT /config)
+        # and waits a second for this unless it comes.
+        if self.headers.get(b"expect", b"").lower() == b"100-continue" and not self.closed:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
     def on_body(self, body: bytes):
         self.body_bytes += len(body)
         if self.body_bytes > MAX_BODY_BYTES:

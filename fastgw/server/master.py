@@ -207,6 +207,7 @@ class Master:
         self.board = board
         self.reloader = reloader   # reloader() reads the file again, reloader(document) builds that document
         self.control = control
+        self._change: str | None = None  # the id of the admin API change being reloaded, if any
         self.metrics = metrics  # SharedMetrics or None; render_prometheus(self.metrics)
         self.current = Generation(1, config, sockets, create_table(config))
         self.workers: dict[int, WorkerProcess] = {}
@@ -345,11 +346,13 @@ class Master:
         old = self.current
         # A worker answering PUT/PATCH /config left the validated document here.
         pending = self.control.take_pending() if self.control is not None else None
+        # Its id goes into the result, so the worker knows the reload that ran was its own.
+        self._change = pending["id"] if pending is not None else None
         log.info("SIGHUP: reloading %s", "the config given through the admin API" if pending is not None
                  else old.config.source)
         notify_reloading()
         try:
-            return self._reload_generation(old, pending)
+            return self._reload_generation(old, pending["document"] if pending is not None else None)
         finally:
             notify("READY=1")   # done or failed: a generation serves either way
 
@@ -426,14 +429,15 @@ class Master:
                 sock.close()  # the retiring workers hold the last copies
         log.info("reload done: generation %d serving (%d worker(s)); generation %d retiring",
                  generation.number, generation.count, old.number)
-        self.board.reload_done({"ok": True, "generation": generation.number, "errors": []})
+        self.board.reload_done({"ok": True, "generation": generation.number, "errors": [], "change": self._change})
 
     def _reload_failed(self, code: str, errors: list[str]):
         for line in errors:
             log.error("reload: %s", line)
         log.error("reload failed (%s): generation %d keeps serving the previous config",
                   code, self.current.number)
-        self.board.reload_done({"ok": False, "code": code, "generation": self.current.number, "errors": errors})
+        self.board.reload_done({"ok": False, "code": code, "generation": self.current.number, "errors": errors,
+                                "change": self._change})
 
     def _limit_table_for(self, config: Config):
         """Reuse the shared rate-limit table when the new config wants one of

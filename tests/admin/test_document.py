@@ -91,8 +91,8 @@ def test_the_audit_ring_keeps_the_last_entries(tmp_path):
     assert [e["n"] for e in control.audit(limit=1)[1]] == [4]
     big = control.append_audit({"who": "x", "diff": [{"op": "added", "path": "p", "new": "v" * 1000}] * 100})
     assert big["diff_truncated"] > 0 and len(big["diff"]) < 100
-    control.put_pending({"routes": []})
-    assert control.take_pending() == {"routes": []} and control.take_pending() is None
+    change = control.put_pending({"routes": []})
+    assert control.take_pending() == {"id": change, "document": {"routes": []}} and control.take_pending() is None
     lock = control.try_lock()
     with pytest.raises(Busy):
         control.try_lock()
