@@ -139,16 +139,19 @@ class ConfigChanges:
             change_id = self.control.put_pending(document)
             result = await self.server.request_reload()
             self.control.drop_pending()  # taken by the master, unless it never started the reload
-            if result is not None and result.get("change") != change_id:
+            if result is None:
+                # Not known to be refused: the master may still finish it.
+                raise Refused(504, "reload_timeout", "the master did not finish the reload in time; GET /config "
+                              "shows which config serves", outcome="unknown")
+            if result.get("change") != change_id:
                 # Another SIGHUP (an operator's) came between: the reload that
                 # finished last was not this change's.
                 raise Refused(409, "reload_interleaved", "another reload ran at the same time; GET /config "
                               "shows the config that serves, and the change may have to be made again")
-            if result is None or not result.get("ok"):
-                result = result or {"code": "reload_timeout", "errors": ["the master did not finish the reload"]}
+            if not result.get("ok"):
                 code = result.get("code", "reload_failed")
-                raise Refused(400 if code == "invalid_config" else 500 if code != "reload_timeout" else 504,
-                              code, "the reload failed; the running config is unchanged",
+                raise Refused(400 if code == "invalid_config" else 500, code,
+                              "the reload failed; the running config is unchanged",
                               result.get("errors", []), generation=result.get("generation"))
             if persist_temp is not None:
                 os.replace(persist_temp, self.config.source)
@@ -161,7 +164,7 @@ class ConfigChanges:
                 body["persisted"] = self.config.source
             return self.server.reply(200, body)
         except Refused as refusal:
-            entry.update(result="refused", code=refusal.code, reason=refusal.message,
+            entry.update(result=refusal.extra.pop("outcome", "refused"), code=refusal.code, reason=refusal.message,
                          generation=self.server.board.header().generation)
             if refusal.errors:
                 entry["errors"] = refusal.errors

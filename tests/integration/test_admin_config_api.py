@@ -57,11 +57,14 @@ def test_put_of_the_get_config_answer_round_trips(upstream, gateway_factory):
     assert after["generation"] == 2
     assert after["document"] == before["document"] and after["config"] == before["config"]
     assert http_request(gw.port, "GET", "/fixed").status == 200
+    # The same as YAML.
+    resp = admin(gw, "PUT", "/config", yaml.safe_dump(before["document"]).encode(), content_type="application/yaml")
+    assert resp.status == 200 and resp.json()["generation"] == 3 and resp.json()["diff"] == [], resp.describe()
     # The token was kept: the old one still opens the admin API, nothing else does.
     assert admin(gw, "GET", "/config", token=None).status == 401
 
     entries = audit(gw)
-    assert len(entries) == 1
+    assert len(entries) == 2 and entries[1]["generation"] == 3
     entry = entries[0]
     assert entry["result"] == "accepted" and entry["action"] == "PUT /config" and entry["generation"] == 2
     assert entry["who"].startswith("token:sha256:") and TOKEN not in json.dumps(entry)
