@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 from fastgw import __version__
-from fastgw.config import Config, ConfigError, from_command_line, load, with_workers
+from fastgw.config import Config, ConfigError, from_command_line, from_document, load, with_workers
 from fastgw.config.errors import Invalid
 from fastgw.config.model import CircuitBreaker, Cluster, Concurrency, HeaderOps, RateLimit, Route
 from fastgw.config.schema import format_address, parse_duration, parse_workers, percent_encode_path
@@ -141,8 +141,10 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except ValueError as error:
         parser.error(f"run: {error}")
     process_log.select(log_format, log_level)     # installed by serve()
-    def load_file() -> Config:
-        config = load(args.config)
+    def load_file(document: object = None) -> Config:
+        # `document`: a config given through the admin API (PUT /config),
+        # already validated by the worker that took it; reloaded in place of the file.
+        config = load(args.config) if document is None else from_document(document, args.config)
         if args.workers is not None:
             config = with_workers(config, args.workers)
         _check_router_accepts(config)

@@ -17,12 +17,16 @@ Where it is served, and why
       any worker can answer for all of them;
     - control actions are signals to the master (`os.getppid()`): SIGHUP for
       POST /reload (the worker then waits on the board for the result),
-      SIGTERM for POST /drain;
+      SIGTERM for POST /drain; PUT/PATCH /config (changes.py) validate the
+      new document in the worker, leave it for the master (control.py) and
+      send the same SIGHUP;
     - across a reload the listener is kept open like the public ones: the
       old generation stops accepting on it, the new one takes over.
 
 Endpoints (openapi.json documents them; a test keeps the two in step):
     GET  /livez /readyz /health    open: probes and load balancers can't always send a token
-    GET  /config /routes /clusters /openapi.json, POST /reload /drain
-                                   bearer token when one is configured
+    GET  /config /routes /clusters /openapi.json /audit, POST /reload /drain,
+    PUT  /config, PATCH /config/routes/{name} /config/clusters/{name}
+                                   bearer token when one is configured (config
+                                   changes without one: admin.allow_anonymous_changes)
 """

@@ -19,10 +19,13 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
+from urllib.parse import unquote
 
 import httptools
 import orjson
 
+from fastgw.admin.changes import ConfigChanges
+from fastgw.admin.document import redact_document
 from fastgw.admin.health import EndpointProber, health, readiness
 from fastgw.admin.openapi import served_document
 from fastgw.admin.snapshot import aggregate
@@ -32,7 +35,7 @@ from fastgw.observe.metrics import CONTENT_TYPE, render_prometheus
 log = logging.getLogger("fastgw")
 
 MAX_HEAD_BYTES = 16 * 1024
-MAX_BODY_BYTES = 64 * 1024   # no endpoint takes a body; this bounds what is read and dropped
+MAX_BODY_BYTES = 1024 * 1024   # PUT /config takes the whole config; other bodies are read and dropped
 IDLE_TIMEOUT = 60.0
 # POST /reload waits this long for the master's answer: the new workers' start
 # (master.READY_TIMEOUT) and then some.
@@ -54,6 +57,10 @@ class Request:
     method: str
     path: str
     headers: dict[bytes, bytes]
+    query: str = ""
+    body: bytes = b""
+    peer: str | None = None
+    params: dict[str, str] = field(default_factory=dict)   # from a templated path: {name}
 
 
 @dataclass
@@ -74,6 +81,10 @@ ENDPOINTS = {
     ("GET", "/metrics"): ("metrics", False),
     ("POST", "/reload"): ("reload", False),
     ("POST", "/drain"): ("drain_gateway", False),
+    ("PUT", "/config"): ("put_config", False),
+    ("PATCH", "/config/routes/{name}"): ("patch_route", False),
+    ("PATCH", "/config/clusters/{name}"): ("patch_cluster", False),
+    ("GET", "/audit"): ("show_audit", False),
 }
 
 
@@ -93,15 +104,29 @@ class AdminServer:
         self.connections: set[AdminConnection] = set()
         self.routes: dict[tuple[str, str], Endpoint] = {
             key: Endpoint(getattr(self, name), open=is_open) for key, (name, is_open) in ENDPOINTS.items()}
+        self.changes = ConfigChanges(self)
 
     def connection(self) -> AdminConnection:
         return AdminConnection(self)
 
     # -- dispatch -------------------------------------------------------------------
-    async def dispatch(self, request: Request) -> Reply:
+    def _match(self, request: Request) -> Endpoint | None:
+        """The endpoint for the method and path; a templated path's values
+        (`/config/routes/{name}`) go to request.params."""
         endpoint = self.routes.get((request.method, request.path))
+        if endpoint is not None:
+            return endpoint
+        for (method, template), candidate in self.routes.items():
+            params = _fill(template, request.path) if method == request.method else None
+            if params is not None:
+                request.params = params
+                return candidate
+        return None
+
+    async def dispatch(self, request: Request) -> Reply:
+        endpoint = self._match(request)
         if endpoint is None:
-            allowed = sorted(m for m, p in self.routes if p == request.path)
+            allowed = sorted(m for m, p in self.routes if p == request.path or _fill(p, request.path))
             if allowed:
                 reply = error_reply(405, "method_not_allowed", f"{request.path} takes {', '.join(allowed)}")
                 reply.headers.append((b"Allow", ", ".join(allowed).encode()))
@@ -153,7 +178,10 @@ class AdminServer:
         return Reply(status, {**body, "generation": self.generation})
 
     async def show_config(self, request: Request) -> Reply:
-        return Reply(200, {"generation": self.generation, "config": config_view(self.config)})
+        # `document`: the declarative config as written (redacted), which
+        # PUT /config takes back; `config`: everything in effect, defaults included.
+        document = redact_document(self.config.document) if self.config.document is not None else None
+        return Reply(200, {"generation": self.generation, "config": config_view(self.config), "document": document})
 
     async def show_routes(self, request: Request) -> Reply:
         return Reply(200, {"generation": self.generation, "routes": routes_view(self.config)})
@@ -177,25 +205,29 @@ class AdminServer:
         return Reply(200, served_document(self.config.admin, request.headers.get(b"host")))
 
     # -- control --------------------------------------------------------------------
-    async def reload(self, request: Request) -> Reply:
-        """Ask the master to reload (SIGHUP) and answer once it has: the
+    async def request_reload(self) -> dict | None:
+        """Ask the master to reload (SIGHUP) and wait until it has: the
         master counts reloads started and done on the board, so this waits
-        for one that started after the request."""
-        header = self.board.header()
-        if header.draining:
-            return error_reply(503, "draining", "the gateway is draining; it does not reload")
-        target = header.reloads_started + 1
+        for one that started after the request. Its result, or None when
+        the master did not finish within RELOAD_WAIT."""
+        target = self.board.header().reloads_started + 1
         os.kill(self.worker.master_pid, signal.SIGHUP)
         deadline = time.monotonic() + RELOAD_WAIT
         while True:
             header = self.board.header()
             if header.reloads_done >= target:
-                break
+                return header.last_result or {}
             if time.monotonic() > deadline:
-                return error_reply(504, "reload_timeout", f"the master did not finish the reload within "
-                                                          f"{RELOAD_WAIT:g}s; see its log")
+                return None
             await asyncio.sleep(RELOAD_POLL)
-        result = header.last_result or {}
+
+    async def reload(self, request: Request) -> Reply:
+        if self.board.header().draining:
+            return error_reply(503, "draining", "the gateway is draining; it does not reload")
+        result = await self.request_reload()
+        if result is None:
+            return error_reply(504, "reload_timeout", f"the master did not finish the reload within "
+                                                      f"{RELOAD_WAIT:g}s; see its log")
         if result.get("ok"):
             return Reply(200, {"status": "reloaded", "generation": result["generation"]})
         code = result.get("code", "reload_failed")
@@ -205,6 +237,27 @@ class AdminServer:
                    "the reload failed; the running config is unchanged")
         return error_reply(400 if code in ("invalid_config", "reload_unavailable") else 500, code, message,
                            errors=errors, generation=result.get("generation"))
+
+    # -- config changes (fastgw/admin/changes.py) ----------------------------------------
+    async def put_config(self, request: Request) -> Reply:
+        return await self.changes.put_config(request)
+
+    async def patch_route(self, request: Request) -> Reply:
+        return await self.changes.patch_entry(request, "routes", request.params["name"])
+
+    async def patch_cluster(self, request: Request) -> Reply:
+        return await self.changes.patch_entry(request, "clusters", request.params["name"])
+
+    async def show_audit(self, request: Request) -> Reply:
+        return await self.changes.show_audit(request)
+
+    @staticmethod
+    def reply(status: int, body: object) -> Reply:
+        return Reply(status, body)
+
+    @staticmethod
+    def error(status: int, code: str, message: str, **extra) -> Reply:
+        return error_reply(status, code, message, **extra)
 
     async def drain_gateway(self, request: Request) -> Reply:
         """SIGTERM to the master, once this answer is on its way."""
@@ -226,6 +279,18 @@ class AdminServer:
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
             conn.transport.abort()
+
+
+def _fill(template: str, path: str) -> dict[str, str] | None:
+    """{"name": ...} when `path` fits `template` ("/config/routes/{name}":
+    one non-empty segment, percent-decoded), else None."""
+    head, brace, rest = template.partition("{")
+    if not brace or not path.startswith(head):
+        return None
+    value = path[len(head):]
+    if not value or "/" in value:
+        return None
+    return {rest.rstrip("}"): unquote(value)}
 
 
 def reload_metrics(header) -> bytes:
@@ -263,6 +328,7 @@ class AdminConnection(asyncio.Protocol):
         self.headers: dict[bytes, bytes] = {}
         self.head_bytes = 0
         self.body_bytes = 0
+        self.body: list[bytes] = []
         self.busy = False
         self.closed = False
         self.idle_timer = None
@@ -299,6 +365,7 @@ class AdminConnection(asyncio.Protocol):
         self.headers = {}
         self.head_bytes = 0
         self.body_bytes = 0
+        self.body = []
 
     def on_url(self, url: bytes):
         self.url += url
@@ -308,18 +375,31 @@ class AdminConnection(asyncio.Protocol):
         self.headers[name.lower()] = value
         self._count_head(len(name) + len(value))
 
+    def on_headers_complete(self):
+        # curl sends `Expect: 100-continue` before a body over 1 KiB (PUT /config)
+        # and waits a second for this unless it comes.
+        if self.headers.get(b"expect", b"").lower() == b"100-continue" and not self.closed:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
     def on_body(self, body: bytes):
         self.body_bytes += len(body)
         if self.body_bytes > MAX_BODY_BYTES:
             self._fail(413, "body_too_large", f"admin requests carry at most {MAX_BODY_BYTES} body bytes")
             raise httptools.HttpParserError("body too large")
+        self.body.append(body)
 
     def on_message_complete(self):
         if self.closed:
             return
         method = self.parser.get_method().decode("ascii", "replace")
-        path = httptools.parse_url(self.url).path.decode("utf-8", "replace")
-        self.queue.append((Request(method, path, self.headers), self.parser.should_keep_alive()))
+        url = httptools.parse_url(self.url)
+        path = url.path.decode("utf-8", "replace")
+        query = (url.query or b"").decode("utf-8", "replace")
+        peer = self.transport.get_extra_info("peername")
+        peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else None
+        request = Request(method, path, self.headers, query, b"".join(self.body), peer)
+        self.body = []
+        self.queue.append((request, self.parser.should_keep_alive()))
         if not self.busy:
             self.busy = True
             self.transport.pause_reading()  # pipelined requests already read wait in the queue
@@ -383,6 +463,6 @@ class AdminConnection(asyncio.Protocol):
             self.transport.close()
 
 
-_REASONS = {200: b"OK", 202: b"Accepted", 400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found",
-            405: b"Method Not Allowed", 413: b"Content Too Large", 431: b"Request Header Fields Too Large",
+_REASONS = {200: b"OK", 202: b"Accepted", 400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden",
+            404: b"Not Found", 405: b"Method Not Allowed", 409: b"Conflict", 422: b"Unprocessable Content", 413: b"Content Too Large", 431: b"Request Header Fields Too Large",
             500: b"Internal Server Error", 503: b"Service Unavailable", 504: b"Gateway Timeout"}

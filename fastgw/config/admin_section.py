@@ -5,6 +5,8 @@
       address: 127.0.0.1:9901
       token_file: /run/secrets/fastgw-admin   # or token_env: FASTGW_ADMIN_TOKEN, or token: ...
       required_clusters: [users]    # /readyz needs a healthy endpoint in each
+      audit_log: /var/log/fastgw/audit.jsonl   # config changes through the API, as JSON lines
+      allow_anonymous_changes: false           # PUT/PATCH /config without a token (loopback only)
 
 Listening beyond loopback without a token is refused: the admin API can
 reload and drain the gateway and shows its config. The token is read when
@@ -19,12 +21,13 @@ from fastgw.config import model
 from dataclasses import replace
 
 from fastgw.config.model import AdminSettings, Cluster, Config, Listener
-from fastgw.config.errors import ErrorList, item
+from fastgw.config.errors import ErrorList, Invalid, item
 from fastgw.config.reader import Section, parse_or_record
 from fastgw.config.schema import (ADDRESS_HINT, describe, format_address, parse_address, parse_bool, parse_name,
                                   shorten, suggestion)
 
-ADMIN_KEYS = ("enabled", "address", "token", "token_file", "token_env", "required_clusters")
+ADMIN_KEYS = ("enabled", "address", "token", "token_file", "token_env", "required_clusters", "audit_log",
+              "allow_anonymous_changes")
 TOKEN_KEYS = ("token", "token_file", "token_env")
 # A bearer token short enough to guess is no protection.
 MIN_TOKEN_LENGTH = 16
@@ -40,10 +43,19 @@ def read_admin(top: Section, listeners: tuple[Listener, ...], clusters: Mapping[
     host, port = admin.parse("address", parse_address, (model.DEFAULT_ADMIN_HOST, model.DEFAULT_ADMIN_PORT))
     token, source = _read_token(admin, env)
     required = _read_required_clusters(admin, clusters)
+    audit_log = admin.parse("audit_log", _parse_path, None)
+    anonymous = admin.parse("allow_anonymous_changes", parse_bool, False)
     if enabled and port:
         _check_address(admin, host, port, token, listeners)
     return AdminSettings(enabled=enabled, host=host, port=port, token=token, token_source=source,
-                         required_clusters=required)
+                         required_clusters=required, audit_log=audit_log, allow_anonymous_changes=anonymous)
+
+
+def _parse_path(value: object) -> str:
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        raise Invalid(f"expected a file path, got {describe(value)}",
+                      "write the path of a file to append to, e.g. audit_log: /var/log/fastgw/audit.jsonl")
+    return value
 
 
 def is_loopback(host: str) -> bool:

@@ -39,6 +39,12 @@ def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> 
     return build(document, errors, os.environ if env is None else env)
 
 
+def from_document(document: object, source: str, env: Mapping[str, str] | None = None) -> Config:
+    """Validate a document that came from elsewhere than a file (the admin
+    API's PUT /config); errors name `source`."""
+    return build(document, ErrorList(source), os.environ if env is None else env)
+
+
 def build(document: object, errors: ErrorList, env: Mapping[str, str]) -> Config:
     """Validate an already-parsed YAML document (errors may hold YAML-level problems)."""
     if not isinstance(document, dict):
@@ -64,7 +70,7 @@ def build(document: object, errors: ErrorList, env: Mapping[str, str]) -> Config
     observe = redact_credentials(observe, routes)
     config = Config(source=errors.source, listeners=listeners, server=server, clusters=clusters, routes=routes,
                     redis=redis, observe=observe, admin=admin, plugins=plugins, auth=auth, ip_filter=ip_filter,
-                    security_headers=security_headers)
+                    security_headers=security_headers, document=document)
     config = _apply_env(config, env, errors)
     errors.raise_if_any()
     return config

@@ -379,6 +379,8 @@ class AdminSettings:
     token: str | None = field(default=None, repr=False)
     token_source: str | None = None
     required_clusters: tuple[str, ...] = ()   # /readyz needs a healthy endpoint in each
+    audit_log: str | None = None              # config changes through the API, appended as JSON lines
+    allow_anonymous_changes: bool = False     # PUT/PATCH /config without a token (loopback only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,6 +397,10 @@ class Config:
     auth: Auth | None = None                  # top-level default (already applied to routes)
     ip_filter: IpFilter | None = None         # checked on every route, before the route's own
     security_headers: SecurityHeaders | None = None  # top-level default (already applied to routes)
+    # The declarative document it was built from (parsed YAML/JSON, before
+    # environment overrides): what PUT /config merges into and diffs against.
+    # None for `fastgw run --upstream`.
+    document: object = field(default=None, repr=False, compare=False, metadata={"view": False})
 
     def route_timeouts(self, route: Route) -> UpstreamTimeouts:
         return route.timeouts or self.clusters[route.cluster].timeouts

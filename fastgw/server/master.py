@@ -72,6 +72,7 @@ from fastgw.server.board import StatusBoard
 # Imported here, before any fork: a worker that had to import its modules
 # itself would start (and take over after a reload) that much later.
 from fastgw.server.worker import run_worker
+from fastgw.admin.control import Control
 
 log = logging.getLogger("fastgw")
 
@@ -127,7 +128,13 @@ def serve(config: Config, reloader: Callable[[], Config] | None = None) -> int:
     # Concurrency slots: a row per process that may run at once (both
     # generations of a reload), inherited by the forks.
     concurrency.create_table(config, capacity)
-    return Master(config, sockets, board, reloader, metrics).run()
+    # Config changes through the admin API (fastgw/admin/control.py): the
+    # lock, the document handed to a reload, and the shared audit ring.
+    control = Control()
+    try:
+        return Master(config, sockets, board, reloader, metrics, control).run()
+    finally:
+        control.close()
 
 
 def _addresses(config: Config) -> list[tuple[Address, str]]:
@@ -196,9 +203,11 @@ class WorkerProcess:
 
 class Master:
     def __init__(self, config: Config, sockets: dict[Address, socket.socket], board: StatusBoard,
-                 reloader: Callable[[], Config] | None = None, metrics=None):
+                 reloader: Callable[..., Config] | None = None, metrics=None, control: Control | None = None):
         self.board = board
-        self.reloader = reloader
+        self.reloader = reloader   # reloader() reads the file again, reloader(document) builds that document
+        self.control = control
+        self._change: str | None = None  # the id of the admin API change being reloaded, if any
         self.metrics = metrics  # SharedMetrics or None; render_prometheus(self.metrics)
         self.current = Generation(1, config, sockets, create_table(config))
         self.workers: dict[int, WorkerProcess] = {}
@@ -269,7 +278,7 @@ class Master:
                 for sock in others:
                     sock.close()
                 code = run_worker(generation.config, generation.public_sockets, index, generation.limit_table,
-                                  self._metrics_for(generation.config), admin_socket=generation.admin_socket, board=self.board, slot=slot,
+                                  self._metrics_for(generation.config), admin_socket=generation.admin_socket, board=self.board, slot=slot, control=self.control,
                                   generation=generation.number, unblock=BLOCKED)
             except BaseException:
                 traceback.print_exc()
@@ -335,19 +344,24 @@ class Master:
     def _reload(self):
         self.board.reload_started()
         old = self.current
-        log.info("SIGHUP: reloading %s", old.config.source)
+        # A worker answering PUT/PATCH /config left the validated document here.
+        pending = self.control.take_pending() if self.control is not None else None
+        # Its id goes into the result, so the worker knows the reload that ran was its own.
+        self._change = pending["id"] if pending is not None else None
+        log.info("SIGHUP: reloading %s", "the config given through the admin API" if pending is not None
+                 else old.config.source)
         notify_reloading()
         try:
-            return self._reload_generation(old)
+            return self._reload_generation(old, pending["document"] if pending is not None else None)
         finally:
             notify("READY=1")   # done or failed: a generation serves either way
 
-    def _reload_generation(self, old):
+    def _reload_generation(self, old, pending=None):
         if self.reloader is None:
             return self._reload_failed("reload_unavailable", [
                 "started with --upstream: there is no config file to reload (use fastgw run --config FILE)"])
         try:
-            config = self.reloader()
+            config = self.reloader() if pending is None else self.reloader(pending)
         except ConfigError as error:
             return self._reload_failed("invalid_config", error.errors)
         except Exception as error:  # a bug must not take the running gateway down
@@ -415,14 +429,15 @@ class Master:
                 sock.close()  # the retiring workers hold the last copies
         log.info("reload done: generation %d serving (%d worker(s)); generation %d retiring",
                  generation.number, generation.count, old.number)
-        self.board.reload_done({"ok": True, "generation": generation.number, "errors": []})
+        self.board.reload_done({"ok": True, "generation": generation.number, "errors": [], "change": self._change})
 
     def _reload_failed(self, code: str, errors: list[str]):
         for line in errors:
             log.error("reload: %s", line)
         log.error("reload failed (%s): generation %d keeps serving the previous config",
                   code, self.current.number)
-        self.board.reload_done({"ok": False, "code": code, "generation": self.current.number, "errors": errors})
+        self.board.reload_done({"ok": False, "code": code, "generation": self.current.number, "errors": errors,
+                                "change": self._change})
 
     def _limit_table_for(self, config: Config):
         """Reuse the shared rate-limit table when the new config wants one of

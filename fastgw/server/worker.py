@@ -78,7 +78,7 @@ def _die_with_parent():
 
 
 def run_worker(config, sockets, index: int, limit_table=None, metrics=None, *, admin_socket=None, board=None,
-               slot=None, generation: int = 1, unblock=()) -> int:
+               slot=None, generation: int = 1, unblock=(), control=None) -> int:
     """`metrics`: the master's SharedMetrics (or None); this process records
     into the table's slot `slot` (its status-board slot: a reload runs two
     generations side by side, so slots are per process, not per index)."""
@@ -91,6 +91,7 @@ def run_worker(config, sockets, index: int, limit_table=None, metrics=None, *, a
         profiler = cProfile.Profile()
         profiler.enable()
     worker = Worker(loop, config, sockets, index, limit_table, admin_socket, board, slot, generation, metrics)
+    worker.control = control  # fastgw/admin/control.py: config changes through the admin API
     try:
         return loop.run_until_complete(worker.serve(unblock))
     finally:
@@ -108,6 +109,7 @@ class Worker:
         self.sockets = sockets
         self.index = index
         self.admin_socket = admin_socket
+        self.control = None
         self.board = board
         self.slot = slot
         self.generation = generation
