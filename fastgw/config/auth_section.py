@@ -23,7 +23,8 @@ from fastgw.config.auth_model import (
 from fastgw.config.errors import Invalid, item
 from fastgw.config.reader import Section, parse_or_record
 from fastgw.config.schema import (
-    check_settable, describe, parse_bool, parse_duration, parse_header_name, parse_int, parse_method, suggestion,
+    ENV_NAME, check_settable, config_dir, describe, existing_file, parse_bool, parse_duration, parse_header_name,
+    parse_int, parse_method, suggestion,
 )
 
 AUTH_KEYS = ("jwt", "api_keys", "scopes", "scopes_mode")
@@ -130,10 +131,10 @@ def _read_jwt(jwt: Section) -> JwtAuth:
                 discovery_url = None
     elif jwt.has("discovery") and jwt.get("discovery") is not False:
         discovery_url = jwt.parse("discovery", parse_http_url, None)
-    keys_file = jwt.parse("keys_file", partial(_parse_keys_file, base=_base(jwt)), None)
+    keys_file = jwt.parse("keys_file", partial(_parse_keys_file, base=config_dir(jwt)), None)
     secret = None
     if jwt.has("secret_file"):
-        secret = jwt.parse("secret_file", partial(_parse_secret_file, base=_base(jwt)), None)
+        secret = jwt.parse("secret_file", partial(_parse_secret_file, base=config_dir(jwt)), None)
     elif jwt.has("secret_env"):
         secret = jwt.parse("secret_env", _parse_secret_env, None)
     symmetric = jwt.has("secret_file") or jwt.has("secret_env")
@@ -159,10 +160,6 @@ def _read_jwt(jwt: Section) -> JwtAuth:
     )
 
 
-def _base(section: Section) -> str:
-    return os.path.dirname(os.path.abspath(section.errors.source))
-
-
 def parse_http_url(value: object) -> str:
     if not isinstance(value, str) or not re.fullmatch(r"https?://[^\s/?#]+(/[^\s#]*)?", value):
         raise Invalid(f"expected an http:// or https:// URL, got {describe(value)}",
@@ -170,18 +167,8 @@ def parse_http_url(value: object) -> str:
     return value
 
 
-def _resolve(value: object, base: str, what: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise Invalid(f"expected a file path, got {describe(value)}", f"write the path of {what}")
-    path = value if os.path.isabs(value) else os.path.join(base, value)
-    if not os.path.isfile(path):
-        raise Invalid(f"{value!r} does not exist (looked for {path})",
-                      "a relative path is relative to the config file's directory")
-    return path
-
-
 def _parse_keys_file(value: object, base: str) -> str:
-    path = _resolve(value, base, "a PEM public key or a JWKS document")
+    path = existing_file(value, base, "a PEM public key or a JWKS document")
     from fastgw.auth.keys import KeyFileError, load_key_file  # late: PyJWT is optional
     try:
         load_key_file(path)
@@ -192,7 +179,7 @@ def _parse_keys_file(value: object, base: str) -> str:
 
 
 def _parse_secret_file(value: object, base: str) -> bytes:
-    path = _resolve(value, base, "a file holding the HMAC secret")
+    path = existing_file(value, base, "a file holding the HMAC secret")
     with open(path, "rb") as handle:
         secret = handle.read().strip()
     if len(secret) < 32:
@@ -201,7 +188,7 @@ def _parse_secret_file(value: object, base: str) -> bytes:
 
 
 def _parse_secret_env(value: object) -> bytes:
-    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+    if not isinstance(value, str) or not ENV_NAME.fullmatch(value):
         raise Invalid(f"expected an environment variable name, got {describe(value)}",
                       "e.g. secret_env: FASTGW_JWT_SECRET")
     secret = os.environ.get(value, "").encode()
@@ -300,7 +287,7 @@ def _parse_settable_header(value: object) -> bytes:
 
 def _read_api_keys(section: Section) -> ApiKeyAuth:
     header = section.parse("header", _parse_settable_header, b"x-api-key")
-    path = section.require("file", partial(_resolve, base=_base(section), what="the keys file"), None,
+    path = section.require("file", partial(existing_file, base=config_dir(section), what="the keys file"), None,
                            "write file: keys.yaml (entries made with `fastgw keys hash`)")
     keys: tuple[ApiKey, ...] = ()
     if path is not None:

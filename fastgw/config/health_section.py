@@ -22,7 +22,7 @@ from fastgw.config.endpoints_file import EndpointsFileError, read_endpoints_file
 from fastgw.config.errors import Invalid
 from fastgw.config.model import Endpoint
 from fastgw.config.reader import Section
-from fastgw.config.schema import _HOSTNAME_RE, describe, parse_address, parse_duration, parse_int, parse_port
+from fastgw.config.schema import _HOSTNAME_RE, config_dir, describe, parse_address, parse_duration, parse_int, parse_port
 
 HEALTH_KEYS = ("health_check", "outlier_detection", "panic_threshold")
 DISCOVERY_KEYS = ("dns", "endpoints_file")
@@ -210,8 +210,7 @@ def _read_endpoints_file(cluster: Section) -> hm.EndpointsFile | None:
         interval = hm.DEFAULT_FILE_INTERVAL
     if not path:
         return None
-    base = os.path.dirname(os.path.abspath(cluster.errors.source))
-    return hm.EndpointsFile(path=os.path.normpath(os.path.join(base, os.path.expanduser(path))), interval=interval)
+    return hm.EndpointsFile(path=os.path.normpath(os.path.join(config_dir(cluster), os.path.expanduser(path))), interval=interval)
 
 
 def read_health(cluster: Section) -> dict:

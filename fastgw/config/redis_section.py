@@ -29,14 +29,15 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import replace
+from functools import partial
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from fastgw.config import model
 from fastgw.config.errors import Invalid
 from fastgw.config.model import Redis, RedisTls
 from fastgw.config.reader import Section
-from fastgw.config.schema import (RATE_LIMIT_SCOPES, describe, is_digits, parse_bool, parse_duration, shorten,
-                                  split_host_port)
+from fastgw.config.schema import (ENV_NAME, RATE_LIMIT_SCOPES, config_dir, describe, existing_file, is_digits,
+                                  parse_bool, parse_duration, shorten, split_host_port)
 
 REDIS_KEYS = ("url", "username", "password", "password_env", "password_file", "tls", "timeout", "connect_timeout",
               "failure_mode", "log_interval")
@@ -48,7 +49,6 @@ FAILURE_MODES = ("open", "closed")
 DEFAULT_PORT = 6379
 MAX_DB = 15  # a default redis.conf has 16 databases
 MAX_PASSWORD_FILE_CHARS = 4096
-ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def read_redis(top: Section, env: Mapping[str, str] | None = None) -> Redis | None:
@@ -147,7 +147,7 @@ def _read_password_file(section: Section, env: Mapping[str, str]):
         if not isinstance(value, str) or not value.strip():
             raise Invalid(f"expected a file path, got {describe(value)}",
                           "write the path of a file holding the password")
-        path = _resolve(section, value)
+        path = os.path.join(config_dir(section), value)   # an absolute value stays itself
         try:
             with open(path, encoding="utf-8") as file:
                 text = file.read(MAX_PASSWORD_FILE_CHARS + 1)   # bounded: password_file: /dev/zero
@@ -163,12 +163,6 @@ def _read_password_file(section: Section, env: Mapping[str, str]):
 
 _PASSWORD_READERS = {"password": _read_password, "password_env": _read_password_env,
                      "password_file": _read_password_file}
-
-
-def _resolve(section: Section, path: str) -> str:
-    if os.path.isabs(path):
-        return path
-    return os.path.join(os.path.dirname(os.path.abspath(section.errors.source)), path)
 
 
 # --- TLS -----------------------------------------------------------------------
@@ -188,7 +182,8 @@ def _read_tls(section: Section, use_tls: bool, redis: Redis) -> RedisTls | None:
                                "production) write insecure_skip_verify: true")
     files = {}
     for key in ("ca_file", "cert_file", "key_file"):
-        files[key] = tls_section.parse(key, lambda value, key=key: _parse_tls_file(tls_section, key, value), None)
+        files[key] = tls_section.parse(key, partial(existing_file, base=config_dir(tls_section),
+                                                    what=f"a PEM file for {key}"), None)
     for given, needs in (("cert_file", "key_file"), ("key_file", "cert_file")):
         if tls_section.has(given) and not tls_section.has(needs):
             tls_section.errors.add(tls_section.path(given), f"is set without {needs}",
@@ -212,16 +207,6 @@ def _read_tls(section: Section, use_tls: bool, redis: Redis) -> RedisTls | None:
                                "give PEM files: ca_file the CA that signed Redis's certificate, cert_file and "
                                "key_file the client's certificate and its unencrypted key")
     return tls
-
-
-def _parse_tls_file(section: Section, key: str, value: object) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise Invalid(f"expected a file path, got {describe(value)}", f"write the path of a PEM file for {key}")
-    path = _resolve(section, value)
-    if not os.path.isfile(path):
-        raise Invalid(f"{shorten(value)} does not exist (looked for {shorten(path)})",
-                      "a relative path is relative to the config file's directory")
-    return path
 
 
 def _parse_server_name(value: object) -> str:

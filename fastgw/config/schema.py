@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import math
+import os
 import re
 from collections.abc import Iterable
 from urllib.parse import quote
@@ -40,6 +41,25 @@ def shorten(value: object, limit: int = 60) -> str:
     """repr(value), cut to about `limit` characters: error lines stay one screen wide."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit - 4]}...{text[-1]}"
+
+
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")   # what password_env / secret_env may name
+
+
+def config_dir(section) -> str:
+    """The directory a section's relative paths are relative to: its config file's."""
+    return os.path.dirname(os.path.abspath(section.errors.source))
+
+
+def existing_file(value: object, base: str, what: str) -> str:
+    """A path to a file that exists, a relative one taken from `base` (config_dir)."""
+    if not isinstance(value, str) or not value.strip():
+        raise Invalid(f"expected a file path, got {describe(value)}", f"write the path of {what}")
+    path = os.path.join(base, value)   # an absolute value stays itself
+    if not os.path.isfile(path):
+        raise Invalid(f"{shorten(value)} does not exist (looked for {shorten(path)})",
+                      "a relative path is relative to the config file's directory")
+    return path
 
 
 def is_digits(text: str) -> bool:
