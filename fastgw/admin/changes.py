@@ -4,7 +4,8 @@
 A change is: the new declarative document (the body, or the current one with
 one route or cluster merged), its redacted values put back
 (document.keep_redacted), validated by the same reader as the file
-(config.loader.build: the same messages, naming the key path and the fix),
+(config.loader.from_document: the same messages, naming the key path and the fix,
+relative paths taken from the config file's directory as the master will),
 then applied by the ordinary reload: the document is handed to the master
 (control.py, pending.json) and SIGHUP sent, exactly as `POST /reload` does,
 so every worker of the new generation runs it, or none does. With
@@ -36,8 +37,8 @@ import yaml
 
 from fastgw.admin.control import Busy
 from fastgw.admin.document import BadBody, diff, keep_redacted, merge_patch, parse_body
-from fastgw.config.errors import ConfigError, ErrorList
-from fastgw.config.loader import build
+from fastgw.config.errors import ConfigError
+from fastgw.config.loader import from_document
 
 log = logging.getLogger("fastgw")
 
@@ -128,7 +129,8 @@ class ConfigChanges:
                                f"(write the value in clear, or keep the place as GET /config shows it)"
                                for path in problems])
             try:
-                build(document, ErrorList(action), os.environ)
+                # Relative paths as the master will read them: from the config file's directory.
+                from_document(document, action, directory=os.path.dirname(os.path.abspath(self.config.source)))
             except ConfigError as error:
                 raise Refused(422, "invalid_config", f"the new config is invalid ({len(error.errors)} error(s)); "
                               "the running config is unchanged", error.errors) from None

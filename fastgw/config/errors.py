@@ -6,6 +6,8 @@ the end. Every line reads `{file}: {keypath}: {problem} ({hint})`.
 """
 from __future__ import annotations
 
+import os
+
 
 class ConfigError(Exception):
     """The config is unusable; `.errors` holds one formatted line per problem."""
@@ -30,8 +32,12 @@ class Invalid(Exception):
 class ErrorList:
     """The errors found so far in one config source (a file or the command line)."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, directory: str | None = None) -> None:
         self.source = source
+        # What the source's relative paths are relative to: the config file's
+        # directory, unless the source is no file (PUT /config names the file
+        # it changes).
+        self.directory = directory if directory is not None else os.path.dirname(os.path.abspath(source))
         self.lines: list[str] = []
 
     def add(self, keypath: str, problem: str, hint: str) -> None:

@@ -39,10 +39,12 @@ def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> 
     return build(document, errors, os.environ if env is None else env)
 
 
-def from_document(document: object, source: str, env: Mapping[str, str] | None = None) -> Config:
+def from_document(document: object, source: str, env: Mapping[str, str] | None = None,
+                  directory: str | None = None) -> Config:
     """Validate a document that came from elsewhere than a file (the admin
-    API's PUT /config); errors name `source`."""
-    return build(document, ErrorList(source), os.environ if env is None else env)
+    API's PUT /config); errors name `source`, relative paths are relative to
+    `directory` (else to source's directory)."""
+    return build(document, ErrorList(source, directory), os.environ if env is None else env)
 
 
 def build(document: object, errors: ErrorList, env: Mapping[str, str]) -> Config:

@@ -47,8 +47,8 @@ ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")   # what password_env / secret_
 
 
 def config_dir(section) -> str:
-    """The directory a section's relative paths are relative to: its config file's."""
-    return os.path.dirname(os.path.abspath(section.errors.source))
+    """The directory a section's relative paths are relative to (ErrorList.directory)."""
+    return section.errors.directory
 
 
 def existing_file(value: object, base: str, what: str) -> str:

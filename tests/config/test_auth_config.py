@@ -92,6 +92,27 @@ def test_api_keys_file_read_with_the_config(write_config, tmp_path):
     assert "sha256" not in repr(auth)
 
 
+def test_a_document_not_from_a_file_takes_relative_paths_from_the_given_directory(tmp_path, monkeypatch):
+    """PUT /config: the errors name the change ("PUT /config: ..."), while a
+    relative path is read from the config file's directory (the master
+    resolves it so), not from the process's working directory."""
+    import yaml
+    from fastgw.config import ConfigError, from_document
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "keys.yaml").write_text(f"keys:\n  - {{id: ci, hash: '{hash_key('k1')}'}}\n")
+    monkeypatch.chdir(tmp_path)   # elsewhere than etc/
+    document = yaml.safe_load(_config("auth: {api_keys: {file: keys.yaml}}"))
+    config = from_document(document, "PUT /config", env={}, directory=str(tmp_path / "etc"))
+    assert config.routes[0].auth.api_keys.keys[0].id == "ci"
+    try:
+        from_document(document, "PUT /config", env={})   # no directory: the source's, here the cwd
+    except ConfigError as error:
+        [line] = error.errors
+        assert line.startswith("PUT /config: routes[0].auth.api_keys.file: ") and "does not exist" in line, line
+    else:
+        raise AssertionError("keys.yaml was found outside etc/")
+
+
 def test_api_keys_file_errors_name_the_entry_and_never_echo_a_key(config_errors, find_error, tmp_path):
     (tmp_path / "keys.yaml").write_text(
         "keys:\n  - {id: a, hash: fgw_plain_text_key_123}\n  - {id: a, hash: '" + hash_key("x") +
