@@ -464,5 +464,6 @@ class AdminConnection(asyncio.Protocol):
 
 
 _REASONS = {200: b"OK", 202: b"Accepted", 400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden",
-            404: b"Not Found", 405: b"Method Not Allowed", 409: b"Conflict", 422: b"Unprocessable Content", 413: b"Content Too Large", 431: b"Request Header Fields Too Large",
+            404: b"Not Found", 405: b"Method Not Allowed", 409: b"Conflict", 413: b"Content Too Large",
+            422: b"Unprocessable Content", 431: b"Request Header Fields Too Large",
             500: b"Internal Server Error", 503: b"Service Unavailable", 504: b"Gateway Timeout"}

@@ -210,7 +210,8 @@ def _read_endpoints_file(cluster: Section) -> hm.EndpointsFile | None:
         interval = hm.DEFAULT_FILE_INTERVAL
     if not path:
         return None
-    return hm.EndpointsFile(path=os.path.normpath(os.path.join(config_dir(cluster), os.path.expanduser(path))), interval=interval)
+    path = os.path.normpath(os.path.join(config_dir(cluster), os.path.expanduser(path)))
+    return hm.EndpointsFile(path=path, interval=interval)
 
 
 def read_health(cluster: Section) -> dict:

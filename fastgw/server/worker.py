@@ -90,8 +90,8 @@ def run_worker(config, sockets, index: int, limit_table=None, metrics=None, *, a
         import cProfile
         profiler = cProfile.Profile()
         profiler.enable()
-    worker = Worker(loop, config, sockets, index, limit_table, admin_socket, board, slot, generation, metrics)
-    worker.control = control  # fastgw/admin/control.py: config changes through the admin API
+    worker = Worker(loop, config, sockets, index, limit_table, admin_socket, board, slot, generation, metrics,
+                    control)
     try:
         return loop.run_until_complete(worker.serve(unblock))
     finally:
@@ -103,13 +103,13 @@ def run_worker(config, sockets, index: int, limit_table=None, metrics=None, *, a
 
 class Worker:
     def __init__(self, loop, config, sockets, index, limit_table, admin_socket, board, slot, generation,
-                 metrics=None):
+                 metrics=None, control=None):
         self.loop = loop
         self.config = config
         self.sockets = sockets
         self.index = index
         self.admin_socket = admin_socket
-        self.control = None
+        self.control = control  # fastgw/admin/control.py: config changes through the admin API
         self.board = board
         self.slot = slot
         self.generation = generation
