@@ -42,6 +42,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct free ports: each socket stays bound until all are
+    chosen, so two calls of free_port can't hand out the same port twice."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for s in socks:
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def port_accepts(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):
@@ -132,8 +145,7 @@ class Gateway:
         self.name = name or f"gw{Gateway._counter}"
         self.workdir = Path(workdir)
         self.workers = workers
-        self.port = free_port()
-        self.admin_port = free_port()
+        self.port, self.admin_port = free_ports(2)   # distinct: the config refuses one port for both
         self.config = _merge({"server": DEFAULT_SERVER,
                               "admin": {"address": f"127.0.0.1:{self.admin_port}"}}, config)
         self.config["listeners"] = [{"name": "test", "address": f"127.0.0.1:{self.port}"}]
